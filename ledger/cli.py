@@ -1,0 +1,181 @@
+"""The `ledger` command: a thin typer layer over the library.
+
+Each command calls one library function and renders what comes back. Exit codes
+are decided here and only here (README "Exit codes"):
+
+* 0: everything checked holds;
+* 1: an evidence problem (tamper, corruption, bad signature, unsealed, broken link);
+* 2: could not check or act (usage, I/O, bad key file, configuration).
+
+Data (JSON, events) goes to stdout; summaries and diagnostics go to stderr. No
+traceback is ever shown unless --debug is given.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from . import keys as keymod
+from .errors import EvidenceError, LedgerError
+from .verify import FileReport, Policy, VerifyReport, verify_path
+
+EXIT_OK, EXIT_EVIDENCE, EXIT_ERROR = 0, 1, 2
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Tamper-evident evidence ledger.",
+)
+_state = {"debug": False}
+
+
+def _err_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True, no_color=bool(os.environ.get("NO_COLOR")) or None)
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
+    """Print one diagnostic line to stderr and return the Exit to raise."""
+    print(f"ledger: error: {message}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+def guarded(fn):
+    """Map library errors to one stderr line and an exit code (the one place that does)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except EvidenceError as exc:
+            if _state["debug"]:
+                raise
+            raise fail(str(exc), EXIT_EVIDENCE) from None
+        except LedgerError as exc:
+            if _state["debug"]:
+                raise
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+            raise typer.Exit(0) from None
+        except OSError as exc:
+            if _state["debug"]:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise fail(f"{where}{exc.strerror or exc}") from None
+
+    return wrapper
+
+
+def _quiet_broken_pipe() -> None:
+    # Python would complain again when flushing stdout at exit.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+
+
+def load_keys(key_files: list[Path] | None) -> tuple[bytes, ...]:
+    """Keys from --key-file (repeatable) or LEDGER_HMAC_KEY_FILE."""
+    paths = list(key_files or [])
+    if not paths and os.environ.get(keymod.KEY_ENV):
+        paths = [Path(os.environ[keymod.KEY_ENV])]
+    return tuple(keymod.load_key_file(p) for p in paths)
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (never shows key material).")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+KeyFiles = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--key-file", help="HMAC key file (64 hex chars); repeat for rotated keys. Env: LEDGER_HMAC_KEY_FILE."
+    ),
+]
+
+
+@app.command()
+@guarded
+def verify(
+    paths: Annotated[list[Path], typer.Argument(help="Session files or directories.", show_default=False)],
+    key_file: KeyFiles = None,
+    allow_unsealed: Annotated[
+        bool,
+        typer.Option("--allow-unsealed", help="Accept a live or crashed session (reports up to where it is signed)."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=0, help="Worker processes for large files (0 = one per core).")
+    ] = 0,
+) -> None:
+    """Prove session files are intact; name the first bad line when they are not."""
+    policy = Policy(keys=load_keys(key_file), allow_unsealed=allow_unsealed, jobs=jobs)
+    report = verify_path(paths, policy)
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=None) + "\n")
+    else:
+        render_verify(report, policy)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_EVIDENCE)
+
+
+def render_verify(report: VerifyReport, policy: Policy) -> None:
+    console = _err_console()
+    for f in report.files:
+        console.print(_verify_line(f, policy))
+        for note in f.notes:
+            console.print(f"  note: {note}")
+    n_ok = sum(f.ok for f in report.files)
+    events = sum(f.events for f in report.files)
+    verdict = "[green]OK[/green]" if report.ok else "[red]FAIL[/red]"
+    sig = "HMAC signatures verified" if policy.keys else "signatures NOT checked (no --key-file)"
+    console.print(f"{verdict}: {n_ok}/{len(report.files)} files, {events} events; {sig}")
+
+
+def _verify_line(f: FileReport, policy: Policy) -> str:
+    if f.first_error is not None:
+        e = f.first_error
+        where = f"line {e.line}" if e.line is not None else "file"
+        return f"[red]FAIL[/red] {f.path}: {where}: {e.reason}: {e.detail}"
+    state = f"sealed ({f.seal_reason})" if f.sealed else f"UNSEALED, signed through size {f.signed_size}"
+    torn = f", torn tail of {f.torn_tail_bytes} bytes not verified" if f.torn_tail_bytes else ""
+    return f"[green]PASS[/green] {f.path}: {f.events} events, {f.checkpoints} checkpoints, {state}{torn}"
+
+
+@app.command()
+@guarded
+def keygen(
+    hmac_file: Annotated[Path, typer.Option("--hmac", help="Write a new 32-byte HMAC key here (mode 0600).")],
+) -> None:
+    """Create a key file. Prints the key id, never the key."""
+    kid = keymod.write_key_file(hmac_file)
+    print(f"wrote {hmac_file} (key id {kid})", file=sys.stderr)
+    print(kid)
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,586 @@
+"""Verify session files: parse, then check, then report (SPEC.md section 5).
+
+Layering, as in sigstore-python:
+
+1. ``scan_chunk`` parses a byte range of one file line by line and checks what a
+   line can prove with its predecessor alone: shape, UTF-8, seq, chain. It folds
+   every leaf hash into a ``CompactRange`` and sets aside the lines the format gives
+   meaning to (``session.opened``, checkpoints, the seal) with the range as it
+   stood before them.
+2. ``_check_file`` splits a file at line boundaries, scans the chunks (in worker
+   processes for large files: the chain check needs only the previous line's
+   stored chain value, so chunks are independent), then walks the results in
+   order: seq continuity across chunks, every checkpoint's size, root, chain and
+   signatures, the seal being last, the policy on unsealed files.
+3. ``verify_path`` groups files by namespace, checks ``prev`` links, and returns a
+   ``VerifyReport``; the CLI renders it. Nothing here prints.
+
+A file still being written is read up to the size it had when its check began.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from . import format as fmt
+from .errors import InputError
+from .keys import key_id
+from .merkle import EMPTY_ROOT, CompactRange
+
+BLOCK_SIZE = 4 * 2**20
+# Files below this are checked in-process: forking costs more than it saves.
+PARALLEL_MIN_BYTES = 16 * 2**20
+
+_HEADER = re.compile(
+    rb'\{"v":1,"seq":(0|[1-9][0-9]{0,17}),"ts":"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:'
+    rb'[0-9]{2}:[0-9]{2}\.[0-9]{6}Z","kind":"((?:[^"\\\x00-\x1f]|\\.)+)","data":\{'
+)
+_raw_json = msgspec.json.Decoder(msgspec.Raw)
+_SPECIAL_KINDS = frozenset({b"session.opened", b"ledger.checkpoint", b"session.sealed"})
+_TRAILER = fmt.TRAILER_LEN  # 76: ,"chain":"<64 hex>"}
+_CHAIN_KEY = fmt.CHAIN_KEY
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What must hold. An empty ``keys`` means signatures are not checked (and said so)."""
+
+    keys: tuple[bytes, ...] = ()
+    allow_unsealed: bool = False
+    jobs: int = 0  # worker processes for large files; 0 = one per core, 1 = in-process
+
+    def __post_init__(self) -> None:
+        if any(len(k) == 0 for k in self.keys):
+            raise ValueError("an empty key cannot be trusted")
+
+
+@dataclass
+class FirstError:
+    line: int | None  # 1-based
+    seq: int | None
+    reason: str
+    detail: str
+
+    def as_dict(self) -> dict:
+        return {"line": self.line, "seq": self.seq, "reason": self.reason, "detail": self.detail}
+
+
+@dataclass
+class FileReport:
+    path: str
+    events: int = 0
+    bytes: int = 0
+    sealed: bool = False
+    seal_reason: str | None = None
+    checkpoints: int = 0
+    signed_size: int = 0  # size of the last checkpoint that verified
+    signers: list[str] = field(default_factory=list)
+    root: str = EMPTY_ROOT.hex()
+    chain: str = ""
+    signatures: str = "unchecked"
+    torn_tail_bytes: int = 0
+    first_error: FirstError | None = None
+    session: str | None = None
+    origin: str | None = None
+    prev: fmt.PrevLink | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.first_error is None
+
+    def as_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "session": self.session,
+            "events": self.events,
+            "sealed": self.sealed,
+            "seal_reason": self.seal_reason,
+            "checkpoints": self.checkpoints,
+            "signed_size": self.signed_size,
+            "signers": self.signers,
+            "root": self.root,
+            "chain": self.chain,
+            "signatures": self.signatures,
+            "torn_tail_bytes": self.torn_tail_bytes,
+            "first_error": self.first_error.as_dict() if self.first_error else None,
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class VerifyReport:
+    files: list[FileReport]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.files) and all(f.ok for f in self.files)
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "files": [f.as_dict() for f in self.files]}
+
+
+# ---- step 1: scan one chunk -----------------------------------------------------------
+
+
+@dataclass
+class _Special:
+    rel_line: int  # 0-based within the chunk
+    seq: int
+    kind: str
+    data: bytes
+    before: CompactRange | None  # leaves of this chunk before this line
+    prev_chain: bytes  # C_(seq-1)
+
+
+@dataclass
+class _Chunk:
+    lines: int = 0
+    first_seq: int | None = None
+    range: CompactRange = field(default_factory=CompactRange)
+    specials: list[_Special] = field(default_factory=list)
+    error: tuple[int, int | None, str, str] | None = None  # rel_line, seq, reason, detail
+    last_chain: bytes = b""
+    torn_bytes: int = 0
+    sealed_rel: int | None = None
+
+
+def _read_prev_chain(f, start: int) -> bytes | None:
+    """The chain value stored on the line that ends just before ``start``."""
+    if start == 0:
+        return fmt.ZERO_CHAIN
+    f.seek(start - _TRAILER - 1)
+    tail = f.read(_TRAILER + 1)
+    try:
+        return bytes.fromhex(tail[len(_CHAIN_KEY) : len(_CHAIN_KEY) + 64].decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def _lines_of(f, start: int, end: int, out: _Chunk) -> Iterable[bytes | None]:
+    """Yield the complete lines (without LF) in bytes [start, end) of ``f``.
+
+    Bytes after the last LF are a torn tail, recorded in ``out.torn_bytes``. A line
+    longer than MAX_LINE_BYTES yields None as soon as it is known to be too long,
+    so memory stays bounded whatever the file holds.
+    """
+    f.seek(start)
+    pos = start
+    carry = b""
+    while pos < end:
+        block = f.read(min(BLOCK_SIZE, end - pos))
+        if not block:
+            break
+        pos += len(block)
+        parts = block.split(b"\n")
+        tail = parts.pop()
+        if parts:
+            parts[0] = carry + parts[0]
+            yield from parts
+            carry = tail
+        else:
+            carry += tail
+        if len(carry) > fmt.MAX_LINE_BYTES:
+            yield None
+            return
+    out.torn_bytes = len(carry)
+
+
+def scan_chunk(path: str, start: int, end: int) -> _Chunk:
+    """Parse and chain-check the complete lines in bytes [start, end) of ``path``."""
+    out = _Chunk()
+    with open(path, "rb") as f:
+        prev = _read_prev_chain(f, start)
+        lines = _lines_of(f, start, end, out)
+        _scan_lines(lines, prev, start == 0, out)
+    return out
+
+
+def _scan_lines(lines, prev: bytes | None, at_start: bool, out: _Chunk) -> None:
+    # The hot loop: per line one regex match, one JSON syntax check of data (no
+    # objects built), two SHA-256 calls and on average one Merkle node hash.
+    sha256 = hashlib.sha256
+    header = _HEADER.match
+    raw_check = _raw_json.decode
+    chain_key = _CHAIN_KEY
+    specials = _SPECIAL_KINDS
+    rng = out.range
+    nodes: list[list] = []  # [level, index, hash] of this chunk's range
+    index = None  # leaf index of the next line (= its seq)
+    rel = -1
+    sealed_rel = None
+    for line in lines:
+        rel += 1
+        if sealed_rel is not None:
+            out.error = (rel, index, "after_seal", "a line follows session.sealed")
+            break
+        n = len(line) if line is not None else fmt.MAX_LINE_BYTES + 1
+        if n > fmt.MAX_LINE_BYTES:
+            out.error = (rel, index, "line_too_long", f"line longer than {fmt.MAX_LINE_BYTES} bytes")
+            break
+        m = header(line)
+        if m is None or line[n - 76 : n - 66] != chain_key or line[n - 2 :] != b'"}':
+            out.error = (rel, index, *_diagnose(line))
+            break
+        seq = int(m[1])
+        if index is None:
+            index = seq
+            out.first_seq = seq
+            rng.begin = rng.end = seq
+            if at_start and seq != 0:
+                out.error = (rel, seq, "seq_mismatch", f"expected seq 0, found {seq}")
+                break
+        elif seq != index:
+            out.error = (rel, index, "seq_mismatch", f"expected seq {index}, found {seq}")
+            break
+        body = line[: n - 76]
+        try:
+            raw_check(body[m.end() - 1 :])
+            body.decode("utf-8")
+        except msgspec.DecodeError as exc:
+            out.error = (rel, seq, "malformed", f"data is not a JSON object: {exc}")
+            break
+        except UnicodeDecodeError:
+            out.error = (rel, seq, "not_utf8", "line is not valid UTF-8")
+            break
+        leaf = sha256(b"\x00" + body + b"}").digest()
+        if prev is None:
+            out.error = (rel, seq, "chain_mismatch", "previous line has no chain value")
+            break
+        chain = sha256(prev + leaf).digest()
+        if chain.hex().encode() != line[n - 66 : n - 2]:
+            out.error = (rel, seq, "chain_mismatch", "stored chain value does not match")
+            break
+        kind = m[2]
+        if b"\\" in kind:  # an escaped kind must not hide a special one
+            kind = msgspec.json.decode(b'"' + kind + b'"').encode()
+        if kind in specials or (seq == 0):
+            kind_s = kind.decode()
+            if (seq == 0) != (kind == b"session.opened"):
+                what = "line 0 must be session.opened" if seq == 0 else "session.opened after line 0"
+                out.error = (rel, seq, "bad_opened", what)
+                break
+            before = None
+            if kind != b"session.opened":
+                before = _range_of(rng.begin, nodes)
+            out.specials.append(_Special(rel, seq, kind_s, bytes(m.string[m.end() - 1 : n - 76]), before, prev))
+            if kind == b"session.sealed":
+                sealed_rel = rel
+        # Fold the leaf into this chunk's range (CompactRange.append, inlined).
+        level, idx, h = 0, seq, leaf
+        while idx & 1 and nodes and nodes[-1][0] == level and nodes[-1][1] == idx - 1:
+            h = sha256(b"\x01" + nodes.pop()[2] + h).digest()
+            level += 1
+            idx >>= 1
+        nodes.append([level, idx, h])
+        prev = chain
+        index = seq + 1
+    # Every line before the error (or all of them) was folded into the range.
+    out.lines = rel if out.error is not None else rel + 1
+    rng.nodes = [tuple(x) for x in nodes]
+    rng.end = rng.begin + out.lines
+    out.last_chain = prev or b""
+    out.sealed_rel = sealed_rel
+
+
+def _range_of(begin: int, nodes: list[list]) -> CompactRange:
+    r = CompactRange(begin)
+    r.nodes = [tuple(x) for x in nodes]
+    r.end = begin + sum(1 << lv for lv, _, _ in nodes)
+    return r
+
+
+def _diagnose(line: bytes) -> tuple[str, str]:
+    """Why a line failed the fast shape check (the slow path: only on error)."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not_utf8", "line is not valid UTF-8"
+    if not line:
+        return "malformed", "empty line"
+    try:
+        obj = msgspec.json.decode(line)
+    except msgspec.DecodeError as exc:
+        return "malformed", f"not JSON: {exc}"
+    if not isinstance(obj, dict):
+        return "malformed", "not a JSON object"
+    keys = list(obj)
+    if keys != ["v", "seq", "ts", "kind", "data", "chain"]:
+        return "malformed", f"keys must be v, seq, ts, kind, data, chain in order; found {', '.join(keys[:8])}"
+    if obj["v"] != fmt.VERSION:
+        return "bad_version", f"unsupported version {obj['v']!r}"
+    return "malformed", "line is not in the v1 shape (compact, ts with microseconds and Z, lowercase hex)"
+
+
+# ---- step 2: check one file -----------------------------------------------------------
+
+
+def _boundaries(path: str, size: int, parts: int) -> list[tuple[int, int]]:
+    """Split [0, size) into ``parts`` ranges that start just after an LF."""
+    cuts = [0]
+    with open(path, "rb") as f:
+        for i in range(1, parts):
+            target = max(size * i // parts, cuts[-1])
+            f.seek(target)
+            while True:
+                block = f.read(65536)
+                if not block:
+                    target = size
+                    break
+                nl = block.find(b"\n")
+                if nl >= 0:
+                    target += nl + 1
+                    break
+                target += len(block)
+            if target >= size:
+                break
+            cuts.append(target)
+    cuts.append(size)
+    return list(zip(cuts[:-1], cuts[1:], strict=True))
+
+
+def _scan_args(args: tuple[str, int, int]) -> _Chunk:
+    return scan_chunk(*args)
+
+
+def _scan_file(path: str, size: int, jobs: int) -> Iterable[_Chunk]:
+    if jobs <= 0:
+        jobs = os.cpu_count() or 1
+    if jobs == 1 or size < PARALLEL_MIN_BYTES:
+        yield scan_chunk(path, 0, size)
+        return
+    # More chunks than workers so a bad line early in the file stops work early.
+    bounds = _boundaries(path, size, jobs * 4)
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(jobs) as pool:
+        yield from pool.imap(_scan_args, [(path, a, b) for a, b in bounds])
+
+
+class _FileCheck:
+    """Step 2 for one file: walks chunk results in order and applies the policy."""
+
+    def __init__(self, path: str, policy: Policy) -> None:
+        self.policy = policy
+        self.trusted = {key_id(k): k for k in policy.keys}
+        self.report = FileReport(path=path, signatures="verified" if policy.keys else "unchecked")
+        self.acc = CompactRange(0)
+        self.lines = 0
+        self.last_chain = fmt.ZERO_CHAIN
+        self.sealed_line: int | None = None
+
+    def fail(self, line: int | None, seq: int | None, reason: str, detail: str) -> None:
+        if self.report.first_error is None:
+            self.report.first_error = FirstError(line, seq, reason, detail)
+
+    def chunk(self, c: _Chunk) -> bool:
+        """Apply one chunk; False once an error is recorded (later chunks are moot)."""
+        base = self.lines
+        if c.lines or c.error:
+            if self.sealed_line is not None:
+                self.fail(base + 1, base, "after_seal", "a line follows session.sealed")
+                return False
+            if c.first_seq is not None and c.first_seq != base:
+                self.fail(base + 1, base, "seq_mismatch", f"expected seq {base}, found {c.first_seq}")
+                return False
+        for sp in c.specials:
+            if not self.special(sp, base, c):
+                return False
+        if c.error is not None:
+            rel, seq, reason, detail = c.error
+            self.lines = base + c.lines  # lines that verified before the bad one
+            self.fail(base + rel + 1, seq if seq is not None else base + rel, reason, detail)
+            return False
+        self.acc.extend(c.range)
+        self.lines += c.lines
+        if c.lines:
+            self.last_chain = c.last_chain
+        if c.sealed_rel is not None:
+            self.sealed_line = base + c.sealed_rel + 1
+        if c.torn_bytes:
+            self.report.torn_tail_bytes = c.torn_bytes
+        return True
+
+    def special(self, sp: _Special, base: int, c: _Chunk) -> bool:
+        line = base + sp.rel_line + 1
+        if sp.kind == fmt.KIND_OPENED:
+            try:
+                opened = fmt.decode_opened(sp.data)
+            except msgspec.ValidationError as exc:
+                self.fail(line, sp.seq, "bad_opened", f"session.opened data: {exc}")
+                return False
+            if not opened.origin.startswith("ledger/") or not opened.origin.endswith("/" + opened.session):
+                self.fail(
+                    line, sp.seq, "bad_opened", f"origin {opened.origin!r} does not name session {opened.session}"
+                )
+                return False
+            self.report.session, self.report.origin, self.report.prev = opened.session, opened.origin, opened.prev
+            if opened.quarantined:
+                self.report.notes.append(
+                    f"previous session {opened.quarantined} was quarantined: {opened.quarantine_reason}"
+                )
+            return True
+        if self.report.origin is None:
+            self.fail(line, sp.seq, "bad_opened", "checkpoint before session.opened")
+            return False
+        try:
+            cp = fmt.decode_checkpoint(sp.kind, sp.data)
+        except msgspec.ValidationError as exc:
+            self.fail(line, sp.seq, "bad_checkpoint", f"{sp.kind} data: {exc}")
+            return False
+        n = sp.seq
+        if cp.size != n:
+            self.fail(line, n, "size_mismatch", f"checkpoint size {cp.size} at seq {n}")
+            return False
+        tree = self.acc.copy()
+        tree.extend(sp.before)
+        root = tree.root()
+        if cp.root != root.hex():
+            self.fail(line, n, "root_mismatch", f"root {cp.root[:16]}.. but the events hash to {root.hex()[:16]}..")
+            return False
+        if cp.chain != sp.prev_chain.hex():
+            self.fail(line, n, "chain_mismatch", "checkpoint chain is not the previous line's chain")
+            return False
+        if not self.signatures(cp, root, line, n):
+            return False
+        self.report.checkpoints += 1
+        self.report.signed_size = n
+        if isinstance(cp, fmt.Sealed):
+            self.report.seal_reason = cp.reason
+        return True
+
+    def signatures(self, cp: fmt.Checkpoint, root: bytes, line: int, n: int) -> bool:
+        if not self.trusted:
+            return True
+        text = fmt.checkpoint_text(self.report.origin or "", n, root)
+        signed_by = []
+        for sig in cp.sigs:
+            key = self.trusted.get(sig.key)
+            if key is None or sig.alg != "hmac-sha256":
+                continue
+            if not fmt.hmac_matches(key, text, sig.sig):
+                self.fail(line, n, "bad_signature", f"signature by key {sig.key} does not verify")
+                return False
+            signed_by.append(sig.key)
+        if not signed_by:
+            found = ", ".join(s.key for s in cp.sigs) or "none"
+            self.fail(line, n, "bad_signature", f"no signature by a trusted key (signed by: {found})")
+            return False
+        for k in signed_by:
+            if k not in self.report.signers:
+                self.report.signers.append(k)
+        return True
+
+    def finish(self, size: int) -> FileReport:
+        r = self.report
+        r.events = self.lines
+        r.bytes = size
+        r.root = self.acc.root().hex()
+        r.chain = self.last_chain.hex() if self.lines else ""
+        r.sealed = self.sealed_line is not None and r.first_error is None
+        if r.first_error is not None:
+            r.sealed = False
+            return r
+        if size == 0:
+            self.fail(None, None, "empty", "empty file: no session.opened line")
+        elif self.sealed_line is not None and r.torn_tail_bytes:
+            self.fail(self.lines + 1, self.lines, "after_seal", f"{r.torn_tail_bytes} bytes follow session.sealed")
+        elif self.sealed_line is None and not self.policy.allow_unsealed:
+            self.fail(None, None, "unsealed", "no session.sealed line: the file may have been cut short")
+        elif self.lines == 0 and r.torn_tail_bytes:
+            self.fail(None, None, "empty", "no complete line (torn tail only)")
+        if r.first_error is not None:
+            r.sealed = False
+        return r
+
+
+def verify_file(path: str | os.PathLike[str], policy: Policy = Policy()) -> FileReport:
+    """Verify one session file up to the size it has now. Raises InputError if unreadable."""
+    p = os.fspath(path)
+    try:
+        with open(p, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.read(0)
+    except IsADirectoryError:
+        raise InputError(f"{p}: is a directory") from None
+    except OSError as exc:
+        raise InputError(f"{p}: {exc.strerror}") from None
+    check = _FileCheck(p, policy)
+    try:
+        for chunk in _scan_file(p, size, policy.jobs):
+            if not check.chunk(chunk):
+                break
+    except OSError as exc:
+        raise InputError(f"{p}: {exc.strerror}") from None
+    return check.finish(size)
+
+
+# ---- step 3: many files, prev links -------------------------------------------------
+
+
+def session_files(root: Path) -> dict[Path, list[Path]]:
+    """Session files below ``root`` grouped by namespace directory, each in session order."""
+    groups: dict[Path, list[Path]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        names = sorted(n for n in filenames if n.endswith(".ndjson") and not n.startswith("."))
+        if names:
+            groups[Path(dirpath)] = [Path(dirpath) / n for n in names]
+    return groups
+
+
+def prev_link(report: FileReport) -> fmt.PrevLink:
+    """What the next session's ``prev`` must say about this sealed one."""
+    return fmt.PrevLink(session=report.session or "", size=report.events, root=report.root, chain=report.chain)
+
+
+def check_prev_links(reports: Sequence[FileReport]) -> None:
+    """Each session of a namespace must name the one before it (in session order)."""
+    for before, after in zip(reports, reports[1:], strict=False):
+        if not after.ok or not before.ok or after.prev is None and before.session is None:
+            continue
+        if after.prev is None:
+            after.first_error = FirstError(1, 0, "prev_mismatch", f"prev is null but {before.session} precedes it")
+        elif not before.sealed:
+            after.notes.append(f"previous session {before.session} is unsealed; prev link not checked")
+        elif after.prev != prev_link(before):
+            after.first_error = FirstError(
+                1, 0, "prev_mismatch", f"prev does not match sealed session {before.session}"
+            )
+    if reports and reports[0].ok and reports[0].prev is not None:
+        reports[0].notes.append(f"prev session {reports[0].prev.session} is not here (archived?); link not checked")
+
+
+def verify_path(paths: Sequence[str | os.PathLike[str]], policy: Policy = Policy()) -> VerifyReport:
+    """Verify files and directories (every namespace below a directory, in order)."""
+    if not paths:
+        raise InputError("nothing to verify")
+    files: list[FileReport] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            groups = session_files(p)
+            if not groups:
+                raise InputError(f"{p}: no session files (*.ndjson) found")
+            for group in groups.values():
+                reports = [verify_file(f, policy) for f in group]
+                check_prev_links(reports)
+                files.extend(reports)
+        elif p.exists():
+            files.append(verify_file(p, policy))
+        else:
+            raise InputError(f"{p}: no such file or directory")
+    return VerifyReport(files)
+
+
+# Kept for the writer's recovery, which must not fork inside a host process.
+def verify_bytes_inprocess(path: str, size: int, policy: Policy) -> FileReport:
+    check = _FileCheck(path, policy)
+    check.chunk(scan_chunk(path, 0, size))
+    return check.finish(size)
