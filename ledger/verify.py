@@ -39,9 +39,11 @@ BLOCK_SIZE = 4 * 2**20
 # Files below this are checked in-process: forking costs more than it saves.
 PARALLEL_MIN_BYTES = 16 * 2**20
 
+# Everything before data, byte for byte: key order, compactness, v, seq without
+# leading zeros, ts with microseconds and Z. data must then be one JSON object.
 _HEADER = re.compile(
     rb'\{"v":1,"seq":(0|[1-9][0-9]{0,17}),"ts":"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:'
-    rb'[0-9]{2}:[0-9]{2}\.[0-9]{6}Z","kind":"((?:[^"\\\x00-\x1f]|\\.)+)","data":\{'
+    rb'[0-9]{2}:[0-9]{2}\.[0-9]{6}Z","kind":"((?:[^"\\\x00-\x1f]|\\.)+)","data":(?=\{)'
 )
 _raw_json = msgspec.json.Decoder(msgspec.Raw)
 _SPECIAL_KINDS = frozenset({b"session.opened", b"ledger.checkpoint", b"session.sealed"})
@@ -205,16 +207,18 @@ def scan_chunk(path: str, start: int, end: int) -> _Chunk:
 
 
 def _scan_lines(lines, prev: bytes | None, at_start: bool, out: _Chunk) -> None:
-    # The hot loop: per line one regex match, one JSON syntax check of data (no
-    # objects built), two SHA-256 calls and on average one Merkle node hash.
+    # The hot loop. Per line: one regex match for the header, one JSON syntax check
+    # of data (no objects built), two SHA-256 calls (leaf, chain) and on average one
+    # Merkle node hash. The range's subtree hashes sit on a plain stack whose levels
+    # follow from the leaf index; _range_of rebuilds (level, index) only when needed.
     sha256 = hashlib.sha256
     header = _HEADER.match
     raw_check = _raw_json.decode
     chain_key = _CHAIN_KEY
     specials = _SPECIAL_KINDS
-    rng = out.range
-    nodes: list[list] = []  # [level, index, hash] of this chunk's range
-    index = None  # leaf index of the next line (= its seq)
+    max_line = fmt.MAX_LINE_BYTES
+    stack: list[bytes] = []
+    begin = index = -1  # leaf index of the chunk's first line and of the next line
     rel = -1
     sealed_rel = None
     for line in lines:
@@ -222,31 +226,29 @@ def _scan_lines(lines, prev: bytes | None, at_start: bool, out: _Chunk) -> None:
         if sealed_rel is not None:
             out.error = (rel, index, "after_seal", "a line follows session.sealed")
             break
-        n = len(line) if line is not None else fmt.MAX_LINE_BYTES + 1
-        if n > fmt.MAX_LINE_BYTES:
-            out.error = (rel, index, "line_too_long", f"line longer than {fmt.MAX_LINE_BYTES} bytes")
+        n = len(line) if line is not None else max_line + 1
+        if n > max_line:
+            out.error = (rel, index, "line_too_long", f"line longer than {max_line} bytes")
             break
         m = header(line)
         if m is None or line[n - 76 : n - 66] != chain_key or line[n - 2 :] != b'"}':
-            out.error = (rel, index, *_diagnose(line))
+            out.error = (rel, index if index >= 0 else None, *_diagnose(line))
             break
         seq = int(m[1])
-        if index is None:
-            index = seq
-            out.first_seq = seq
-            rng.begin = rng.end = seq
-            if at_start and seq != 0:
-                out.error = (rel, seq, "seq_mismatch", f"expected seq 0, found {seq}")
+        if seq != index:
+            if index >= 0 or (at_start and seq != 0):
+                expected = max(index, 0)
+                out.error = (rel, expected, "seq_mismatch", f"expected seq {expected}, found {seq}")
                 break
-        elif seq != index:
-            out.error = (rel, index, "seq_mismatch", f"expected seq {index}, found {seq}")
-            break
+            begin = index = seq
+            out.first_seq = seq
         body = line[: n - 76]
         try:
-            raw_check(body[m.end() - 1 :])
-            body.decode("utf-8")
+            raw_check(body[m.end() :])
+            if not body.isascii():
+                body.decode("utf-8")
         except msgspec.DecodeError as exc:
-            out.error = (rel, seq, "malformed", f"data is not a JSON object: {exc}")
+            out.error = (rel, seq, "malformed", f"data is not one JSON object: {exc}")
             break
         except UnicodeDecodeError:
             out.error = (rel, seq, "not_utf8", "line is not valid UTF-8")
@@ -260,42 +262,61 @@ def _scan_lines(lines, prev: bytes | None, at_start: bool, out: _Chunk) -> None:
             out.error = (rel, seq, "chain_mismatch", "stored chain value does not match")
             break
         kind = m[2]
-        if b"\\" in kind:  # an escaped kind must not hide a special one
-            kind = msgspec.json.decode(b'"' + kind + b'"').encode()
-        if kind in specials or (seq == 0):
-            kind_s = kind.decode()
+        if kind in specials or seq == 0 or b"\\" in kind:
+            kind = _unescape(kind)
             if (seq == 0) != (kind == b"session.opened"):
                 what = "line 0 must be session.opened" if seq == 0 else "session.opened after line 0"
                 out.error = (rel, seq, "bad_opened", what)
                 break
-            before = None
-            if kind != b"session.opened":
-                before = _range_of(rng.begin, nodes)
-            out.specials.append(_Special(rel, seq, kind_s, bytes(m.string[m.end() - 1 : n - 76]), before, prev))
-            if kind == b"session.sealed":
-                sealed_rel = rel
-        # Fold the leaf into this chunk's range (CompactRange.append, inlined).
-        level, idx, h = 0, seq, leaf
-        while idx & 1 and nodes and nodes[-1][0] == level and nodes[-1][1] == idx - 1:
-            h = sha256(b"\x01" + nodes.pop()[2] + h).digest()
-            level += 1
-            idx >>= 1
-        nodes.append([level, idx, h])
+            if kind in specials:
+                before = _range_of(begin, seq, stack) if kind != b"session.opened" else None
+                out.specials.append(_Special(rel, seq, kind.decode(), bytes(body[m.end() :]), before, prev))
+                if kind == b"session.sealed":
+                    sealed_rel = rel
+        # Fold the leaf in: merge with each left sibling that lies inside this chunk.
+        h, j, lv = leaf, seq, 0
+        while j & 1 and ((j - 1) << lv) >= begin:
+            h = sha256(b"\x01" + stack.pop() + h).digest()
+            j >>= 1
+            lv += 1
+        stack.append(h)
         prev = chain
         index = seq + 1
     # Every line before the error (or all of them) was folded into the range.
     out.lines = rel if out.error is not None else rel + 1
-    rng.nodes = [tuple(x) for x in nodes]
-    rng.end = rng.begin + out.lines
+    out.range = _range_of(max(begin, 0), max(begin, 0) + out.lines, stack)
     out.last_chain = prev or b""
     out.sealed_rel = sealed_rel
 
 
-def _range_of(begin: int, nodes: list[list]) -> CompactRange:
+def _unescape(kind: bytes) -> bytes:
+    """The kind as a JSON reader sees it: an escaped kind must not hide a special one."""
+    if b"\\" not in kind:
+        return kind
+    try:
+        return msgspec.json.decode(b'"' + kind + b'"').encode()
+    except msgspec.DecodeError:
+        return kind
+
+
+def _range_of(begin: int, end: int, stack: list[bytes]) -> CompactRange:
+    """A CompactRange from the stack of subtree hashes covering [begin, end)."""
     r = CompactRange(begin)
-    r.nodes = [tuple(x) for x in nodes]
-    r.end = begin + sum(1 << lv for lv, _, _ in nodes)
+    r.end = end
+    r.nodes = [(lv, i, h) for (lv, i), h in zip(decompose(begin, end), stack, strict=True)]
     return r
+
+
+def decompose(begin: int, end: int) -> list[tuple[int, int]]:
+    """(level, index) of the maximal aligned subtrees covering [begin, end), left to right."""
+    nodes = []
+    while begin < end:
+        level = (begin & -begin).bit_length() - 1 if begin else (end - begin).bit_length() - 1
+        while 1 << level > end - begin:
+            level -= 1
+        nodes.append((level, begin >> level))
+        begin += 1 << level
+    return nodes
 
 
 def _diagnose(line: bytes) -> tuple[str, str]:
@@ -410,6 +431,7 @@ class _FileCheck:
 
     def special(self, sp: _Special, base: int, c: _Chunk) -> bool:
         line = base + sp.rel_line + 1
+        self.lines = base + sp.rel_line  # if this line fails, the ones before it held
         if sp.kind == fmt.KIND_OPENED:
             try:
                 opened = fmt.decode_opened(sp.data)

@@ -1,0 +1,89 @@
+"""Building one session in memory: seq, chain, Merkle tree, checkpoints, seal.
+
+``SessionBuilder`` is the format's state machine with no I/O and no clock of its
+own: it turns (kind, encoded data, timestamp) into the exact bytes of the next
+line. The writer thread owns one; the fixture generator and the tests use it to
+make sessions byte for byte as the writer would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from . import format as fmt
+from .merkle import Accumulator, leaf_hash
+
+_encode = msgspec.json.Encoder().encode
+
+
+class SessionBuilder:
+    """The next line of a session, given what came before."""
+
+    def __init__(
+        self,
+        namespace: str,
+        session: str,
+        keys: Sequence[bytes],
+        prev: fmt.PrevLink | None = None,
+        opened_extra: dict | None = None,
+    ) -> None:
+        self.namespace = fmt.check_namespace(namespace)
+        self.session = session
+        self.origin = fmt.origin_of(namespace, session)
+        self.keys = list(keys)
+        self.prev = prev
+        self.opened_extra = opened_extra or {}
+        self.tree = Accumulator()
+        self.chain = fmt.ZERO_CHAIN
+        self.sealed = False
+        self.last_checkpoint = 0
+
+    @property
+    def size(self) -> int:
+        return self.tree.size
+
+    def opened_line(self, ts: str) -> bytes:
+        """Line 0. Precondition: nothing written yet."""
+        if self.size:
+            raise ValueError("session.opened must be line 0")
+        data = {
+            "session": self.session,
+            "origin": self.origin,
+            "prev": msgspec.structs.asdict(self.prev) if self.prev else None,
+            **self.opened_extra,
+        }
+        return self.line(fmt.KIND_OPENED, _encode(data), ts)
+
+    def line(self, kind: str, data_json: bytes, ts: str) -> bytes:
+        """Append one event whose data is already JSON-encoded; return its line."""
+        if self.sealed:
+            raise ValueError("session is sealed")
+        event = fmt.encode_event(self.tree.size, ts, kind, data_json)
+        leaf = leaf_hash(event)
+        self.chain = fmt.next_chain(self.chain, leaf)
+        self.tree.append(leaf)
+        return fmt.make_line(event, self.chain)
+
+    def checkpoint_line(self, ts: str, dropped: dict[str, int] | None = None) -> bytes:
+        """A signed ``ledger.checkpoint`` over every line so far."""
+        data = fmt.build_checkpoint(self.origin, self.size, self.tree.root(), self.chain, self.keys)
+        if dropped is not None:
+            data["dropped"] = dropped
+        self.last_checkpoint = self.size
+        return self.line(fmt.KIND_CHECKPOINT, _encode(data), ts)
+
+    def seal_line(self, ts: str, reason: str, dropped: dict[str, int] | int, **extra: object) -> bytes:
+        """The final, signed ``session.sealed`` line."""
+        data = fmt.build_checkpoint(self.origin, self.size, self.tree.root(), self.chain, self.keys)
+        data["reason"] = reason
+        data["dropped"] = dropped
+        data.update(extra)
+        line = self.line(fmt.KIND_SEALED, _encode(data), ts)
+        self.sealed = True
+        return line
+
+    def summary(self) -> fmt.PrevLink:
+        """What the next session's ``prev`` names: this whole tree, seal included."""
+        return fmt.PrevLink(session=self.session, size=self.size, root=self.tree.root().hex(), chain=self.chain.hex())
