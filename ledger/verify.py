@@ -413,6 +413,7 @@ class _FileCheck:
                 return False
         for sp in c.specials:
             if not self.special(sp, base, c):
+                self.lines = base + sp.rel_line  # the lines before the bad one held
                 return False
         if c.error is not None:
             rel, seq, reason, detail = c.error
@@ -431,7 +432,6 @@ class _FileCheck:
 
     def special(self, sp: _Special, base: int, c: _Chunk) -> bool:
         line = base + sp.rel_line + 1
-        self.lines = base + sp.rel_line  # if this line fails, the ones before it held
         if sp.kind == fmt.KIND_OPENED:
             try:
                 opened = fmt.decode_opened(sp.data)
