@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import msgspec
 
 from . import format as fmt
-from .merkle import Accumulator, leaf_hash
+from .merkle import Accumulator, CompactRange, leaf_hash
 
 _encode = msgspec.json.Encoder().encode
 
@@ -39,6 +39,17 @@ class SessionBuilder:
         self.chain = fmt.ZERO_CHAIN
         self.sealed = False
         self.last_checkpoint = 0
+
+    @classmethod
+    def resume(
+        cls, namespace: str, session: str, keys: Sequence[bytes], tree: CompactRange, chain: bytes
+    ) -> SessionBuilder:
+        """Continue a session from its verified tree (leaves 0..n-1) and chain value C_(n-1)."""
+        b = cls(namespace, session, keys)
+        b.tree = Accumulator()
+        b.tree.extend(tree)
+        b.chain = chain
+        return b
 
     @property
     def size(self) -> int:

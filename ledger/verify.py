@@ -94,6 +94,8 @@ class FileReport:
     origin: str | None = None
     prev: fmt.PrevLink | None = None
     notes: list[str] = field(default_factory=list)
+    # The tree of the lines that verified, for a writer resuming this session.
+    tree: CompactRange | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -505,6 +507,7 @@ class _FileCheck:
         r.events = self.lines
         r.bytes = size
         r.root = self.acc.root().hex()
+        r.tree = self.acc
         r.chain = self.last_chain.hex() if self.lines else ""
         r.sealed = self.sealed_line is not None and r.first_error is None
         if r.first_error is not None:
