@@ -216,14 +216,50 @@ class CompactRange:
         return h
 
 
-class Accumulator(CompactRange):
-    """An append-only Merkle tree from leaf 0 in O(log n) memory: ``append``, ``size``, ``root``."""
+class Accumulator:
+    """An append-only Merkle tree from leaf 0 in O(log n) memory: ``append``, ``size``, ``root``.
 
-    __slots__ = ()
+    The stack holds one perfect subtree hash per set bit of ``size``, largest first;
+    levels follow from the bits, so appending is a few integer operations and on
+    average one node hash (the writer does this once per event).
+    """
+
+    __slots__ = ("_stack", "_size")
 
     def __init__(self) -> None:
-        super().__init__(0)
+        self._stack: list[bytes] = []
+        self._size = 0
 
     @property
     def size(self) -> int:
-        return self.end
+        return self._size
+
+    def append(self, leaf: bytes) -> None:
+        self._push(0, leaf)
+
+    def _push(self, level: int, h: bytes) -> None:
+        """Add a perfect subtree of 2**level leaves. Precondition: size % 2**level == 0."""
+        stack = self._stack
+        n = self._size >> level
+        while n & 1:
+            h = _sha256(_NODE_PREFIX + stack.pop() + h).digest()
+            n >>= 1
+        stack.append(h)
+        self._size += 1 << level
+
+    def extend(self, other: CompactRange) -> None:
+        """Append the adjacent range ``other`` (precondition: other.begin == size)."""
+        if other.begin != self._size:
+            raise ValueError(f"ranges not adjacent: {self._size} != {other.begin}")
+        for level, _, h in other.nodes:
+            self._push(level, h)
+
+    def root(self) -> bytes:
+        """MTH of every leaf appended so far."""
+        stack = self._stack
+        if not stack:
+            return EMPTY_ROOT
+        h = stack[-1]
+        for left in reversed(stack[:-1]):
+            h = node_hash(left, h)
+        return h
