@@ -1,0 +1,57 @@
+"""Reading events back: session files of a namespace, line by line, as typed records.
+
+For consumers that need the events, not the proof (projections, summaries): each
+complete line is decoded once into ``StoredEvent`` with ``data`` kept as raw bytes.
+A torn final line is never yielded. Integrity is ``verify``'s job; readers that
+must not serve a changed history compare chain values (see ``projections``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+
+BLOCK = 1 << 20
+
+
+class StoredEvent(msgspec.Struct):
+    v: int
+    seq: int
+    ts: str
+    kind: str
+    data: msgspec.Raw
+    chain: str
+
+
+_decode = msgspec.json.Decoder(StoredEvent).decode
+
+
+def session_paths(namespace_dir: Path) -> list[Path]:
+    """Session files of one namespace in session (time) order."""
+    return sorted(p for p in namespace_dir.glob("*.ndjson") if not p.name.startswith("."))
+
+
+def iter_lines(path: Path, start_seq: int = 0) -> Iterator[tuple[int, bytes]]:
+    """(line index, line without LF) for each complete line from ``start_seq`` on."""
+    with open(path, "rb") as f:
+        index = 0
+        carry = b""
+        while block := f.read(BLOCK):
+            parts = (carry + block).split(b"\n")
+            carry = parts.pop()
+            for line in parts:
+                if index >= start_seq:
+                    yield index, line
+                index += 1
+
+
+def read_events(path: Path, start_seq: int = 0) -> Iterator[StoredEvent]:
+    """Typed events of one session file from ``start_seq``; raises msgspec.DecodeError on a bad line."""
+    for _, line in iter_lines(path, start_seq):
+        yield _decode(line)
+
+
+def decode_line(line: bytes) -> StoredEvent:
+    return _decode(line)
