@@ -169,18 +169,20 @@ def _read_prev_chain(f, start: int) -> bytes | None:
         return None
 
 
-def _lines_of(f, start: int, end: int, out: _Chunk) -> Iterable[bytes | None]:
+def _lines_of(f, start: int, end: int | None, out: _Chunk) -> Iterable[bytes | None]:
     """Yield the complete lines (without LF) in bytes [start, end) of ``f``.
 
-    Bytes after the last LF are a torn tail, recorded in ``out.torn_bytes``. A line
-    longer than MAX_LINE_BYTES yields None as soon as it is known to be too long,
-    so memory stays bounded whatever the file holds.
+    ``end`` None reads a stream to EOF (no seeking). Bytes after the last LF are a
+    torn tail, recorded in ``out.torn_bytes``. A line longer than MAX_LINE_BYTES
+    yields None as soon as it is known to be too long, so memory stays bounded
+    whatever the file holds.
     """
-    f.seek(start)
+    if end is not None:
+        f.seek(start)
     pos = start
     carry = b""
-    while pos < end:
-        block = f.read(min(BLOCK_SIZE, end - pos))
+    while end is None or pos < end:
+        block = f.read(BLOCK_SIZE if end is None else min(BLOCK_SIZE, end - pos))
         if not block:
             break
         pos += len(block)
@@ -604,8 +606,25 @@ def verify_path(paths: Sequence[str | os.PathLike[str]], policy: Policy = Policy
     return VerifyReport(files)
 
 
-# Kept for the writer's recovery, which must not fork inside a host process.
-def verify_bytes_inprocess(path: str, size: int, policy: Policy) -> FileReport:
-    check = _FileCheck(path, policy)
-    check.chunk(scan_chunk(path, 0, size))
-    return check.finish(size)
+def verify_stream(stream, name: str, policy: Policy = Policy()) -> FileReport:
+    """Verify a session read from a stream (e.g. a gzip object in a cold store), in one pass.
+
+    ``stream`` needs only ``read(n)``; memory stays flat whatever its size.
+    """
+    counted = _CountingReader(stream)
+    out = _Chunk()
+    _scan_lines(_lines_of(counted, 0, None, out), fmt.ZERO_CHAIN, True, out)
+    check = _FileCheck(name, policy)
+    check.chunk(out)
+    return check.finish(counted.count)
+
+
+class _CountingReader:
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.count = 0
+
+    def read(self, n: int) -> bytes:
+        data = self.stream.read(n)
+        self.count += len(data)
+        return data
