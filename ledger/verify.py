@@ -589,21 +589,55 @@ def verify_path(paths: Sequence[str | os.PathLike[str]], policy: Policy = Policy
     """Verify files and directories (every namespace below a directory, in order)."""
     if not paths:
         raise InputError("nothing to verify")
-    files: list[FileReport] = []
+    groups: list[list[Path]] = []  # one list per namespace directory (prev links), or a lone file
     for p in map(Path, paths):
         if p.is_dir():
-            groups = session_files(p)
-            if not groups:
+            found = session_files(p)
+            if not found:
                 raise InputError(f"{p}: no session files (*.ndjson) found")
-            for group in groups.values():
-                reports = [verify_file(f, policy) for f in group]
-                check_prev_links(reports)
-                files.extend(reports)
+            groups.extend(found.values())
         elif p.exists():
-            files.append(verify_file(p, policy))
+            groups.append([p])
         else:
             raise InputError(f"{p}: no such file or directory")
+    reports = iter(_verify_many([f for g in groups for f in g], policy))
+    files: list[FileReport] = []
+    for group in groups:
+        done = [next(reports) for _ in group]
+        if len(group) > 1:
+            check_prev_links(done)
+        files.extend(done)
     return VerifyReport(files)
+
+
+def _verify_many(paths: list[Path], policy: Policy) -> Iterable[FileReport]:
+    """Reports in order. Many small files go to worker processes one file each; a large
+    file is split into chunks by verify_file itself."""
+    jobs = policy.jobs if policy.jobs > 0 else (os.cpu_count() or 1)
+    small = [p for p in paths if _size(p) < PARALLEL_MIN_BYTES]
+    if jobs == 1 or len(small) < 2 or sum(map(_size, small)) < PARALLEL_MIN_BYTES:
+        return (verify_file(p, policy) for p in paths)
+    inner = Policy(keys=policy.keys, allow_unsealed=policy.allow_unsealed, jobs=1)
+    ctx = multiprocessing.get_context("fork")
+    pool = ctx.Pool(jobs)
+    pending = {p: pool.apply_async(verify_file, (p, inner)) for p in small}
+    pool.close()
+
+    def ordered() -> Iterable[FileReport]:
+        try:
+            for p in paths:
+                yield pending[p].get() if p in pending else verify_file(p, policy)
+        finally:
+            pool.terminate()
+
+    return ordered()
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0
 
 
 def verify_stream(stream, name: str, policy: Policy = Policy()) -> FileReport:
