@@ -22,6 +22,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import keys as keymod
@@ -145,7 +146,7 @@ def render_verify(report: VerifyReport, policy: Policy) -> None:
     for f in report.files:
         console.print(_verify_line(f, policy))
         for note in f.notes:
-            console.print(f"  note: {note}")
+            console.print(f"  note: {escape(note)}")
     n_ok = sum(f.ok for f in report.files)
     events = sum(f.events for f in report.files)
     verdict = "[green]OK[/green]" if report.ok else "[red]FAIL[/red]"
@@ -154,13 +155,15 @@ def render_verify(report: VerifyReport, policy: Policy) -> None:
 
 
 def _verify_line(f: FileReport, policy: Policy) -> str:
+    # Paths and details quote bytes from the file: never let them be read as markup.
+    path = escape(f.path)
     if f.first_error is not None:
         e = f.first_error
         where = f"line {e.line}" if e.line is not None else "file"
-        return f"[red]FAIL[/red] {f.path}: {where}: {e.reason}: {e.detail}"
-    state = f"sealed ({f.seal_reason})" if f.sealed else f"UNSEALED, signed through size {f.signed_size}"
+        return f"[red]FAIL[/red] {path}: {where}: {e.reason}: {escape(e.detail)}"
+    state = f"sealed ({escape(f.seal_reason or '')})" if f.sealed else f"UNSEALED, signed through size {f.signed_size}"
     torn = f", torn tail of {f.torn_tail_bytes} bytes not verified" if f.torn_tail_bytes else ""
-    return f"[green]PASS[/green] {f.path}: {f.events} events, {f.checkpoints} checkpoints, {state}{torn}"
+    return f"[green]PASS[/green] {path}: {f.events} events, {f.checkpoints} checkpoints, {state}{torn}"
 
 
 @app.command()
@@ -199,6 +202,166 @@ def demo(
     render_verify(report, Policy(keys=(b"x",)))
     console.print(f"try: ledger verify --key-file {result.key_file} {result.ledger_dir}")
     raise typer.Exit(EXIT_OK if report.ok else EXIT_EVIDENCE)
+
+
+# ---- tail ----------------------------------------------------------------------------
+
+_TAIL_STYLES = {
+    "capture": "cyan",
+    "upload": "blue",
+    "deletion": "red",
+    "session": "bold magenta",
+    "checkpoint": "green",
+    "other": "",
+}
+
+
+def _tail_stop_fd() -> int | None:
+    """stdout when it is a pipe or socket: `tail -f | head` stops once head has gone."""
+    import stat
+
+    try:
+        fd = sys.stdout.fileno()
+        mode = os.fstat(fd).st_mode
+    except (OSError, ValueError, AttributeError):
+        return None
+    return fd if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) else None
+
+
+def _tail_event_text(ev, multi: bool):
+    from rich.text import Text
+
+    from .tail import clean, family, summary
+
+    t = Text()
+    if ev.ts is None:
+        t.append("?                  not a v1 line: ", style="dim")
+        t.append(summary(ev))
+        return t
+    t.append(f"{ev.ts[5:10]} {ev.ts[11:23]}", style="dim")
+    if multi:
+        t.append(f" {clean(ev.namespace)}", style="bold")
+    t.append(f" {ev.seq:>6} ")
+    t.append(f"{clean(ev.kind):<18}", style=_TAIL_STYLES[family(ev.kind)])
+    t.append(" ")
+    t.append(summary(ev))
+    return t
+
+
+def _tail_verified_text(v) -> str:
+    if v.keys:
+        sig = f"HMAC signatures verified ({v.keys} key{'s' if v.keys > 1 else ''})"
+    else:
+        sig = "signatures NOT checked (no --key-file)"
+    where = f"{v.namespace}/{v.session}"
+    if v.whole:
+        return f"verified {where} whole: seq 0-{v.lines - 1}, {v.checkpoints} checkpoints, sealed; {sig}"
+    if v.lines == 0:
+        return f"verifying {where} from seq 0 as it is written; {sig}"
+    sealed = ", sealed" if v.sealed else ""
+    return (
+        f"verified {where} from seq 0: seq 0-{v.lines - 1} ({v.checkpoints} checkpoints{sealed}); "
+        f"each new line is checked from seq {v.lines}; {sig}"
+    )
+
+
+def _tail_flush() -> None:
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        _quiet_broken_pipe()
+
+
+@app.command()
+@guarded
+def tail(
+    path: Annotated[
+        Path, typer.Argument(help="A session file, a namespace directory or a root directory.", show_default=False)
+    ],
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep printing new events as they are written, across rotations.")
+    ] = False,
+    lines: Annotated[
+        int | None,
+        typer.Option(
+            "-n",
+            "--lines",
+            min=0,
+            show_default=False,
+            help="Print the last N matching events first [default: 10; with --since: all since TIME].",
+        ),
+    ] = None,
+    kind: Annotated[
+        list[str] | None, typer.Option("--kind", help="Only kinds matching this glob (capture.*); repeatable.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only events at or after TIME: 10m, 2h, 1d or RFC 3339.")
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", help="With a root directory: follow only this namespace.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the stored lines unchanged (NDJSON).")] = False,
+    check: Annotated[
+        bool,
+        typer.Option("--verify", help="Check chain, seq and checkpoints of everything read; exit 1 at a break."),
+    ] = False,
+    key_file: KeyFiles = None,
+    poll: Annotated[bool, typer.Option("--poll", hidden=True, help="Poll instead of using inotify.")] = False,
+) -> None:
+    """Print the last events of a ledger; follow it live with -f, verifying as it goes with --verify."""
+    from contextlib import closing
+
+    from rich.text import Text
+
+    from .errors import UsageError
+    from .tail import IDLE, Notice, SessionChange, TailEvent, TailOptions, Verified, parse_since, target_kind
+    from .tail import follow as follow_path
+
+    if key_file and not check:
+        raise UsageError("--key-file needs --verify")
+    opts = TailOptions(
+        lines=10 if lines is None and since is None else lines,
+        follow=follow,
+        kinds=tuple(kind or ()),
+        since=parse_since(since) if since is not None else None,
+        namespace=namespace,
+        verify=check,
+        keys=load_keys(key_file) if check else (),
+        poll=True if poll else None,
+        stop_fd=_tail_stop_fd() if follow else None,
+    )
+    multi = namespace is None and target_kind(path) == "root"
+    out = sys.stdout.buffer
+    plain = bool(os.environ.get("NO_COLOR"))  # no colour, and no bold or dim either
+    console = Console(
+        highlight=False, soft_wrap=True, markup=False, emoji=False, color_system=None if plain else "auto"
+    )
+    err = _err_console()
+    try:
+        with closing(follow_path(path, opts)) as items:
+            for item in items:
+                if isinstance(item, TailEvent):
+                    if as_json:
+                        out.write(item.raw)
+                    else:
+                        console.print(_tail_event_text(item, multi))
+                elif item is IDLE:
+                    out.flush() if as_json else sys.stdout.flush()
+                elif isinstance(item, SessionChange):
+                    if item.previous is not None and not as_json:
+                        console.rule(Text(f"{item.namespace} · {item.session}"))
+                elif isinstance(item, Verified):
+                    err.print(Text(f"ledger: {_tail_verified_text(item)}"))
+                elif isinstance(item, Notice):
+                    err.print(Text(f"ledger: {item.message}"))
+    except KeyboardInterrupt:
+        _tail_flush()
+        raise typer.Exit(EXIT_OK) from None
+    except EvidenceError as exc:
+        _tail_flush()
+        err.print(Text(f"ledger: VERIFY FAILED: {exc}", style="bold red"))
+        raise typer.Exit(EXIT_EVIDENCE) from None
+    _tail_flush()
 
 
 def main() -> None:

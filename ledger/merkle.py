@@ -234,6 +234,24 @@ class Accumulator:
     def size(self) -> int:
         return self._size
 
+    @property
+    def begin(self) -> int:
+        return 0
+
+    @property
+    def end(self) -> int:
+        return self._size
+
+    @property
+    def nodes(self) -> list[tuple[int, int, bytes]]:
+        """(level, index, hash) of the stacked subtrees, as in CompactRange."""
+        levels = [lv for lv in range(self._size.bit_length() - 1, -1, -1) if self._size >> lv & 1]
+        out, start = [], 0
+        for lv, h in zip(levels, self._stack, strict=True):
+            out.append((lv, start >> lv, h))
+            start += 1 << lv
+        return out
+
     def append(self, leaf: bytes) -> None:
         self._push(0, leaf)
 
@@ -253,6 +271,12 @@ class Accumulator:
             raise ValueError(f"ranges not adjacent: {self._size} != {other.begin}")
         for level, _, h in other.nodes:
             self._push(level, h)
+
+    def copy(self) -> Accumulator:
+        clone = Accumulator()
+        clone._stack = list(self._stack)
+        clone._size = self._size
+        return clone
 
     def root(self) -> bytes:
         """MTH of every leaf appended so far."""

@@ -232,7 +232,7 @@ def _scan_lines(lines, prev: bytes | None, at_start: bool, out: _Chunk) -> None:
             break
         n = len(line) if line is not None else max_line + 1
         if n > max_line:
-            out.error = (rel, index, "line_too_long", f"line longer than {max_line} bytes")
+            out.error = (rel, index if index >= 0 else None, "line_too_long", f"line longer than {max_line} bytes")
             break
         m = header(line)
         if m is None or line[n - 76 : n - 66] != chain_key or line[n - 2 :] != b'"}':
@@ -417,11 +417,18 @@ class _FileCheck:
                 return False
         for sp in c.specials:
             if not self.special(sp, base, c):
-                self.lines = base + sp.rel_line  # the lines before the bad one held
+                # The lines before the bad one held: report their tree and chain.
+                self.lines = base + sp.rel_line
+                if sp.before is not None:
+                    self.acc.extend(sp.before)
+                    self.last_chain = sp.prev_chain
                 return False
         if c.error is not None:
             rel, seq, reason, detail = c.error
             self.lines = base + c.lines  # lines that verified before the bad one
+            if c.lines:
+                self.acc.extend(c.range)
+                self.last_chain = c.last_chain
             self.fail(base + rel + 1, seq if seq is not None else base + rel, reason, detail)
             return False
         self.acc.extend(c.range)
@@ -604,8 +611,7 @@ def verify_path(paths: Sequence[str | os.PathLike[str]], policy: Policy = Policy
     files: list[FileReport] = []
     for group in groups:
         done = [next(reports) for _ in group]
-        if len(group) > 1:
-            check_prev_links(done)
+        check_prev_links(done)
         files.extend(done)
     return VerifyReport(files)
 

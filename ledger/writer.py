@@ -130,6 +130,7 @@ class Ledger:
         self._qsize = self._queue.qsize
         self._put = self._queue.put
         self._closed = False
+        self._finalized = False  # the writer has taken its last item from the queue
         self._failed: BaseException | None = None
         self._drop_lock = threading.Lock()
         self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
@@ -291,16 +292,21 @@ class Ledger:
             self._check_kind(kind)
         if not isinstance(data, dict | msgspec.Struct):
             raise TypeError(f"data must be a dict or a msgspec.Struct, not {type(data).__name__}")
-        if self._closed:
-            self._drop("closed")
-            return False
         if self._failed is not None:
             self._drop("writer_failed")
+            return False
+        if self._closed:
+            self._drop("closed")
             return False
         if self._qsize() >= self.config.queue_size:
             self._drop("queue_full")
             return False
         self._put((kind, data, time.time()))
+        if self._finalized:
+            # close() got past its last drain while we were between the check and the
+            # put: nobody will write this event, so count it here (never lose it silently).
+            self._count_stragglers("writer_failed" if self._failed is not None else "closed")
+            return False
         return True
 
     def _check_kind(self, kind: object) -> None:
@@ -402,12 +408,12 @@ class Ledger:
                 )
                 if closing or rotate:
                     out.append(self._seal("closed" if closing else "rotated"))
+                waiting.extend(barriers)
                 if out:
                     self._unwritten = self._batch_events
                     self._write_batch(out)
                     self._unwritten = 0
                     pending_sync = cfg.durability != "none"
-                waiting.extend(barriers)
                 must_sync = closing or rotate or cfg.durability == "always"
                 if pending_sync and (must_sync or time.monotonic() - last_sync >= cfg.fsync_interval_s):
                     t = time.perf_counter()
@@ -476,6 +482,7 @@ class Ledger:
                     out.append(self._checkpoint_line(t))
             elif item is _CLOSE:
                 closing = True
+                self._finalized = True  # before the drain below: see record()
             else:
                 barriers.append(item)
         if invalid:
@@ -497,7 +504,16 @@ class Ledger:
     def _write_batch(self, out: list[bytes]) -> None:
         data = b"".join(out)
         t = time.perf_counter()
-        _write_all(self._fd, data)
+        try:
+            _write_all(self._fd, data)
+        except OSError:
+            # A short write then ENOSPC leaves part of the batch on disk. Cut it off, so
+            # that every event of the batch is counted once, as dropped (writer_failed).
+            try:
+                os.ftruncate(self._fd, self._session_bytes)
+            except OSError as exc:
+                log.error("ledger %s: could not cut a partial batch (%s); recovery will", self.namespace, exc)
+            raise
         metrics.BATCH_WRITE.labels(self.namespace).observe(time.perf_counter() - t)
         metrics.QUEUE_DEPTH.labels(self.namespace).set(self._qsize())
         self._session_bytes += len(data)
@@ -530,7 +546,8 @@ class Ledger:
     def _shutdown(self) -> None:
         """Last act of the writer thread: whatever is still queued is counted, never lost silently."""
         reason = "writer_failed" if self._failed is not None else "closed"
-        self._closed = self._closed or self._failed is not None
+        self._closed = True
+        self._finalized = True
         self._count_stragglers(reason)
         if self._fd >= 0:
             try:
