@@ -135,6 +135,7 @@ class Ledger:
         self._drop_lock = threading.Lock()
         self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         self._kinds_ok: set[str] = set()
+        self._seal_listeners: list = []
         self._events = 0
         self._bytes = 0
         self._sessions = 0
@@ -274,10 +275,26 @@ class Ledger:
         return b.seal_line(self._clock.ts(time.time()), reason, self._drop_snapshot())
 
     def _finish_session(self) -> None:
-        """After the seal line is on disk: remember the link, close the file."""
+        """After the seal line is on disk: remember the link, close the file, tell listeners."""
         _write_last_seal(self.dir / LAST_SEAL, self._builder.summary())
         os.close(self._fd)
         self._fd = -1
+        for listener in list(self._seal_listeners):
+            try:
+                listener(self.path)
+            except Exception:  # noqa: BLE001 - a listener must never stop the writer
+                log.exception("ledger %s: seal listener failed", self.namespace)
+
+    def add_seal_listener(self, listener) -> None:
+        """Call ``listener(path)`` on the writer thread after each seal is durable.
+
+        Listeners must return at once (e.g. set an Event): the writer waits for them.
+        """
+        self._seal_listeners.append(listener)
+
+    @property
+    def current_session(self) -> str | None:
+        return self._builder.session if self._builder is not None else None
 
     # ---- producers --------------------------------------------------------------------
 

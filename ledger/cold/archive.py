@@ -1,0 +1,481 @@
+"""Archive sealed sessions and captures to a cold store; delete locally only once proven there.
+
+One session's path, each step safe to crash after (SPEC.md section 8):
+
+1. read the sealed session once, feeding the verifier, a SHA-256 and a gzip
+   writer from the same bytes (so the gzip is of exactly the bytes that verified);
+   a session that does not verify is never archived;
+2. build the manifest (derived from the session alone: same bytes every time),
+   sign it, and get an RFC 3161 token over it when a TSA is configured;
+3. upload gzip, ``.sha256``, ``.tsr`` and, last, the manifest, each with its
+   checksum and ``If-None-Match: *``; an identical object already there counts
+   as uploaded, a different one is a conflict;
+4. HEAD-confirm every object (size and sha256);
+5. record ``archive.batch`` through the host's writer and wait until it is durable;
+6. once the session is older than the hot retention window: HEAD-confirm again,
+   record ``archive.local_deleted``, flush, and only then unlink.
+
+Temporary files live in ``<ns>/.outbox`` and are always rebuilt from the sealed
+session, never reused, so a gzip half-written by a crash is never uploaded. A
+rerun finds the batch in the projection (step 5 done) or redoes 1-5, whose
+uploads are idempotent: nothing is lost and nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+
+from .. import events as ev
+from ..errors import EvidenceError, LedgerError
+from ..keys import key_id
+from ..projections import BatchView, CaptureView, Projector
+from ..reader import decode_line, session_paths
+from ..verify import Policy, verify_stream
+from .manifest import Manifest, capture_keys, encode_manifest, session_keys, sha256_sidecar
+from .stores import Store, StoreUnavailable
+from .tsa import TsaError, request_token
+
+log = logging.getLogger("ledger.cold")
+
+OUTBOX = ".outbox"
+GZIP_LEVEL = 6
+READ_BLOCK = 1 << 20
+
+
+class ArchiveError(LedgerError):
+    """One session or capture could not be archived (the pass goes on with the others)."""
+
+
+@dataclass
+class PassReport:
+    batches: list[ev.ArchiveBatch] = field(default_factory=list)
+    local_deleted: list[ev.ArchiveLocalDeleted] = field(default_factory=list)
+    captures: list[ev.CaptureOffloaded] = field(default_factory=list)
+    skipped: int = 0  # sessions already archived and still within hot retention
+    errors: list[str] = field(default_factory=list)
+
+
+class Recorder:
+    """What the archiver needs of a writer: record an event and make it durable."""
+
+    def __init__(self, ledger) -> None:
+        self.ledger = ledger
+
+    def record(self, event: msgspec.Struct) -> None:
+        if not self.ledger.record(ev.kind_of(event), event):
+            raise ArchiveError(f"the writer dropped {ev.kind_of(event)}; not going further")
+        if not self.ledger.flush(timeout=60):
+            raise ArchiveError(f"{ev.kind_of(event)} is not durable (writer failed); not going further")
+
+    def current_session(self) -> str | None:
+        return self.ledger.current_session
+
+
+class Archiver:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        namespace: str,
+        store: Store,
+        ledger,
+        keys: list[bytes],
+        *,
+        hot_retention_s: float = 0.0,
+        tsa_url: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.root = Path(root)
+        self.namespace = namespace
+        self.ns_dir = self.root / namespace
+        self.store = store
+        self.recorder = Recorder(ledger)
+        self.ledger = ledger
+        self.keys = list(keys)
+        self.hot_retention_s = hot_retention_s
+        self.tsa_url = tsa_url
+        self.clock = clock
+        self.outbox = self.ns_dir / OUTBOX
+        self.outbox.mkdir(mode=0o700, exist_ok=True)
+        self.projector = Projector(self.root, namespace)
+
+    def close(self) -> None:
+        self.projector.close()
+
+    # ---- one pass --------------------------------------------------------------------
+
+    def run_once(self) -> PassReport:
+        """Archive every sealed session and capture not yet archived; delete what is due.
+
+        Raises StoreUnavailable (the caller backs off and retries); other failures of one
+        item are reported in ``errors`` and the pass goes on.
+        """
+        report = PassReport()
+        self._sync()
+        current = self.recorder.current_session()
+        for path in session_paths(self.ns_dir):
+            if path.stem == current:
+                continue
+            try:
+                batch = self.projector.batch_for_session(path.stem)
+                if batch is None:
+                    report.batches.append(self.archive_session(path))
+                    self._sync()
+                    batch = self.projector.batch_for_session(path.stem)
+                if batch is not None and self._due(batch):
+                    report.local_deleted.append(self.delete_local(path, batch))
+                else:
+                    report.skipped += 1
+            except (StoreUnavailable, TsaError):
+                raise
+            except LedgerError as exc:
+                log.error("archive of %s failed: %s", path.name, exc)
+                report.errors.append(f"{path.name}: {exc}")
+        for view in self.projector.captures():
+            if view.state == "local" and view.local:
+                try:
+                    report.captures.append(self.offload_capture(view))
+                except StoreUnavailable:
+                    raise
+                except LedgerError as exc:
+                    log.error("offload of capture %s failed: %s", view.capture_id, exc)
+                    report.errors.append(f"capture {view.capture_id}: {exc}")
+        return report
+
+    def _sync(self) -> None:
+        self.ledger.flush(timeout=60)
+        self.projector.catch_up()
+
+    def _due(self, batch: BatchView) -> bool:
+        sealed = datetime.strptime(batch.sealed_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+        return self.clock() - sealed >= self.hot_retention_s
+
+    # ---- sessions ----------------------------------------------------------------------
+
+    def archive_session(self, path: Path) -> ev.ArchiveBatch:
+        """Steps 1 to 5 for one sealed session; returns the recorded batch event."""
+        session = path.stem
+        keys = session_keys(self.namespace, session)
+        gz_path = self.outbox / f"{session}.ndjson.gz"
+        built = self._build_gzip(path, gz_path)
+        report = built.report
+        if not report.ok or not report.sealed:
+            err = report.first_error
+            why = f"line {err.line}: {err.reason}: {err.detail}" if err and err.line else (err.reason if err else "")
+            raise ArchiveError(f"{path.name} does not verify ({why}); not archived")
+        manifest = Manifest(
+            namespace=self.namespace,
+            session=session,
+            first_seq=0,
+            last_seq=report.events - 1,
+            events=report.events,
+            root=report.root,
+            chain=report.chain,
+            prev=report.prev,
+            session_bytes=built.raw_bytes,
+            session_sha256=built.raw_sha256,
+            gz_bytes=built.gz_bytes,
+            gz_sha256=built.gz_sha256,
+            key_id=key_id(self.keys[0]),
+            created=built.sealed_at,
+        )
+        gz_sha, gz_size = self._put_gzip(keys.gz, gz_path, manifest)
+        if (gz_sha, gz_size) != (manifest.gz_sha256, manifest.gz_bytes):
+            manifest = msgspec.structs.replace(manifest, gz_sha256=gz_sha, gz_bytes=gz_size)
+        manifest_bytes = encode_manifest(manifest, self.keys[0])
+        uploads: list[tuple[str, bytes | Path, str]] = [
+            (keys.sha256, sha256_sidecar(gz_sha, keys.gz.rsplit("/", 1)[1]), "text/plain"),
+        ]
+        if self.tsa_url:
+            tsr = self._timestamp(keys.tsr, manifest_bytes)
+            if tsr is not None:
+                uploads.append((keys.tsr, tsr, "application/timestamp-reply"))
+        uploads.append((keys.manifest, manifest_bytes, "application/json"))
+        objects = [ev.StoredObject(key=keys.gz, bytes=gz_size, sha256=gz_sha)]
+        for key, body, ctype in uploads:
+            sha = hashlib.sha256(body).hexdigest()
+            self.store.put(key, body, sha256=sha, content_type=ctype)
+            objects.append(ev.StoredObject(key=key, bytes=len(body), sha256=sha))
+        self._confirm(objects)
+        batch = ev.ArchiveBatch(
+            batch_id=session,
+            store=self.store.url,
+            session=session,
+            first_seq=0,
+            last_seq=report.events - 1,
+            events=report.events,
+            root=report.root,
+            chain=report.chain,
+            sealed_at=built.sealed_at,
+            manifest_key=keys.manifest,
+            manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+            objects=objects,
+        )
+        self.recorder.record(batch)
+        _unlink_quietly(gz_path)
+        log.info("archived %s: %d events, %d -> %d bytes", session, report.events, built.raw_bytes, gz_size)
+        return batch
+
+    def _build_gzip(self, path: Path, gz_path: Path) -> _Built:
+        """One read of the session: verifier, SHA-256 and gzip fed the same bytes."""
+        tmp = gz_path.with_name(gz_path.name + ".tmp")
+        _unlink_quietly(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "wb") as raw_out:
+            gz_out = _HashingWriter(raw_out)
+            # mtime=0 and no file name: the same session always gives the same gzip bytes.
+            with (
+                open(path, "rb") as src,
+                gzip.GzipFile(filename="", mode="wb", fileobj=gz_out, mtime=0, compresslevel=GZIP_LEVEL) as gz,
+            ):
+                tee = _Tee(src, gz)
+                report = verify_stream(tee, str(path), Policy(keys=tuple(self.keys)))
+            raw_out.flush()
+            os.fsync(raw_out.fileno())
+        os.replace(tmp, gz_path)
+        return _Built(
+            report=report,
+            raw_bytes=tee.count,
+            raw_sha256=tee.sha.hexdigest(),
+            gz_bytes=gz_out.count,
+            gz_sha256=gz_out.sha.hexdigest(),
+            sealed_at=_last_ts(path),
+        )
+
+    def _put_gzip(self, key: str, gz_path: Path, manifest: Manifest) -> tuple[str, int]:
+        """Upload the gzip; adopt an existing remote gzip only if it decompresses to this session."""
+        from .stores import ObjectConflict
+
+        try:
+            self.store.put(key, gz_path, sha256=manifest.gz_sha256, content_type="application/gzip")
+            return manifest.gz_sha256, manifest.gz_bytes
+        except ObjectConflict:
+            # A crashed run on another zlib may have left different (valid) gzip bytes.
+            info = self.store.head(key)
+            with self.store.open(key) as f:
+                tee = _Tee(gzip.GzipFile(fileobj=f), None)
+                while tee.read(READ_BLOCK):
+                    pass
+            if tee.sha.hexdigest() != manifest.session_sha256 or info is None or info.sha256 is None:
+                raise
+            log.warning("%s: adopting the gzip already in the store (same session bytes)", key)
+            return info.sha256, info.size
+
+    def _timestamp(self, key: str, manifest_bytes: bytes) -> bytes | None:
+        existing = self.store.head(key)
+        if existing is not None:
+            return None  # stamped by an earlier run over the same (deterministic) manifest
+        return request_token(self.tsa_url, manifest_bytes)
+
+    def _confirm(self, objects: list[ev.StoredObject]) -> None:
+        for obj in objects:
+            info = self.store.head(obj.key)
+            if info is None:
+                raise ArchiveError(f"{obj.key}: not in the store after upload")
+            if info.size != obj.bytes or (info.sha256 is not None and info.sha256 != obj.sha256):
+                raise ArchiveError(
+                    f"{obj.key}: store has {info.size} bytes sha256 {info.sha256}, expected {obj.bytes} {obj.sha256}"
+                )
+
+    def delete_local(self, path: Path, batch: BatchView) -> ev.ArchiveLocalDeleted:
+        """Step 6: confirm the batch is still in the store, record, then unlink."""
+        self._confirm(batch.objects)
+        size = path.stat().st_size
+        event = ev.ArchiveLocalDeleted(batch_id=batch.batch_id, session=batch.session, path=str(path), bytes=size)
+        self.recorder.record(event)
+        path.unlink()
+        log.info("deleted local %s (archived as %s)", path.name, batch.manifest_key)
+        return event
+
+    # ---- captures ----------------------------------------------------------------------
+
+    def offload_capture(self, view: CaptureView) -> ev.CaptureOffloaded:
+        path = Path(view.path)
+        if not path.exists():
+            raise ArchiveError(f"{path} is missing")
+        sha, size = _hash_file(path)
+        if sha != view.sha256 or size != view.bytes:
+            raise EvidenceError(f"{path}: sha256/size differ from its capture.sealed event; not offloaded")
+        key, sidecar = capture_keys(self.namespace, view.capture_id)
+        self.store.put(key, path, sha256=sha, content_type="application/vnd.tcpdump.pcap")
+        side = sha256_sidecar(sha, key.rsplit("/", 1)[1])
+        self.store.put(sidecar, side, sha256=hashlib.sha256(side).hexdigest(), content_type="text/plain")
+        self._confirm([ev.StoredObject(key=key, bytes=size, sha256=sha)])
+        event = ev.CaptureOffloaded(
+            capture_id=view.capture_id, store=self.store.url, key=key, bytes=size, sha256=sha, sidecar_key=sidecar
+        )
+        self.recorder.record(event)
+        return event
+
+
+# ---- the background worker ---------------------------------------------------------------
+
+
+class OffloadWorker:
+    """Runs archive passes in a daemon thread: on a schedule, when woken by a seal or a
+    capture, and with exponential backoff plus jitter while the store is unavailable.
+    Its queue is a flag, not data: passes read sealed files from disk, so memory stays
+    flat through an outage of any length."""
+
+    def __init__(
+        self, archiver: Archiver, interval_s: float = 60.0, backoff_base_s: float = 1.0, backoff_max_s: float = 300.0
+    ) -> None:
+        self.archiver = archiver
+        self.interval_s = interval_s
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.failures = 0
+        self.last_report: PassReport | None = None
+        self.passes = 0
+        self._thread = threading.Thread(target=self._run, name="ledger-offload", daemon=True)
+
+    def start(self) -> OffloadWorker:
+        self._thread.start()
+        return self
+
+    def notify(self, *_args: object) -> None:
+        """Something was sealed: run a pass soon. Cheap and non-blocking (writer-safe)."""
+        self._wake.set()
+
+    def stop(self, timeout: float | None = 30) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        self.archiver.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            delay = self.interval_s
+            try:
+                self.last_report = self.archiver.run_once()
+                self.passes += 1
+                self.failures = 0
+            except (StoreUnavailable, TsaError) as exc:
+                self.failures += 1
+                delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** min(self.failures - 1, 30))
+                delay *= random.uniform(0.5, 1.0)  # full jitter: a fleet must not retry in step
+                if self.failures in (1, 2, 4, 8) or self.failures % 64 == 0:
+                    log.warning("cold store unavailable (%s); attempt %d, next in %.1fs", exc, self.failures, delay)
+            except Exception as exc:  # noqa: BLE001 - offload must never take the host down
+                self.failures += 1
+                delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** min(self.failures - 1, 30))
+                log.error("offload pass failed: %s: %s", exc.__class__.__name__, exc)
+            self._wake.wait(delay)
+            self._wake.clear()
+
+
+# ---- small helpers -------------------------------------------------------------------
+
+
+@dataclass
+class _Built:
+    report: object
+    raw_bytes: int
+    raw_sha256: str
+    gz_bytes: int
+    gz_sha256: str
+    sealed_at: str
+
+
+class _Tee:
+    """A reader that also hashes what it returns and copies it to ``sink``."""
+
+    def __init__(self, src, sink) -> None:
+        self.src = src
+        self.sink = sink
+        self.sha = hashlib.sha256()
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.src.read(n)
+        if data:
+            self.sha.update(data)
+            self.count += len(data)
+            if self.sink is not None:
+                self.sink.write(data)
+        return data
+
+
+class _HashingWriter:
+    def __init__(self, out) -> None:
+        self.out = out
+        self.sha = hashlib.sha256()
+        self.count = 0
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        self.count += len(data)
+        return self.out.write(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def _hash_file(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    n = 0
+    with open(path, "rb") as f:
+        while block := f.read(READ_BLOCK):
+            h.update(block)
+            n += len(block)
+    return h.hexdigest(), n
+
+
+def _last_ts(path: Path) -> str:
+    """The ts of a file's last line (its seal)."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - 65536))
+        tail = f.read()
+    return decode_line(tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]).ts
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def from_config(config, ledger, keys: list[bytes]) -> OffloadWorker | None:
+    """Start offload for a host, or return None (with one warning) when it is disabled or
+    misconfigured: the host keeps running on local evidence only."""
+    from ..config import Config
+    from .stores import StoreOptions, open_store
+
+    assert isinstance(config, Config)
+    cold = config.cold
+    if not cold.store:
+        log.warning("cold storage is disabled (no store configured): evidence stays on this host")
+        return None
+    try:
+        options = msgspec.convert(cold.s3, StoreOptions)
+        store = open_store(cold.store, options)
+    except (LedgerError, msgspec.ValidationError) as exc:
+        log.warning("cold storage is misconfigured (%s): evidence stays on this host", exc)
+        return None
+    archiver = Archiver(
+        config.root,
+        ledger.namespace,
+        store,
+        ledger,
+        keys,
+        hot_retention_s=cold.hot_retention_days * 86400,
+        tsa_url=cold.tsa_url,
+    )
+    worker = OffloadWorker(archiver, cold.interval_s, cold.backoff_base_s, cold.backoff_max_s)
+    ledger.add_seal_listener(worker.notify)
+    return worker.start()
