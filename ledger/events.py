@@ -110,6 +110,15 @@ class ArchiveLocalDeleted(_Event, kw_only=True):
     bytes: int
 
 
+class ArchiveRestored(_Event, kw_only=True):
+    """An archived session written back to the hot tier (verified first)."""
+
+    batch_id: str
+    session: str
+    path: str
+    restored_at: str
+
+
 class RemoteDeleted(_Event, kw_only=True):
     store: str
     before: str
@@ -127,6 +136,7 @@ KINDS: dict[str, type[msgspec.Struct]] = {
     "capture.offloaded": CaptureOffloaded,
     "archive.batch": ArchiveBatch,
     "archive.local_deleted": ArchiveLocalDeleted,
+    "archive.restored": ArchiveRestored,
     "remote.deleted": RemoteDeleted,
 }
 KIND_OF: dict[type[msgspec.Struct], str] = {v: k for k, v in KINDS.items()}

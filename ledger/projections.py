@@ -78,6 +78,7 @@ class BatchView(msgspec.Struct, kw_only=True):
     local_deleted: bool = False
     kept: list[str] = []
     recorded_in: str = ""  # session that holds the archive.batch event
+    restored_at: str | None = None  # written back to the hot tier at this time
 
 
 class Position(msgspec.Struct):
@@ -181,6 +182,14 @@ def _archive_local_deleted(t: _Txn, d: ev.ArchiveLocalDeleted, session: str, seq
         t.put_batch(b)
 
 
+def _archive_restored(t: _Txn, d: ev.ArchiveRestored, session: str, seq: int) -> None:
+    b = t.get_batch(d.batch_id)
+    if b is not None:
+        b.local_deleted = False
+        b.restored_at = d.restored_at
+        t.put_batch(b)
+
+
 def _remote_deleted(t: _Txn, d: ev.RemoteDeleted, session: str, seq: int) -> None:
     kept = {k["key"] for k in d.kept}
     for bid in d.batch_ids:
@@ -205,6 +214,7 @@ _FOLD: dict[str, Callable] = {
     "capture.offloaded": _capture_offloaded,
     "archive.batch": _archive_batch,
     "archive.local_deleted": _archive_local_deleted,
+    "archive.restored": _archive_restored,
     "remote.deleted": _remote_deleted,
 }
 

@@ -158,8 +158,12 @@ class Archiver:
         self.projector.catch_up()
 
     def _due(self, batch: BatchView) -> bool:
-        sealed = datetime.strptime(batch.sealed_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
-        return self.clock() - sealed >= self.hot_retention_s
+        """Older than the hot retention window. A session an operator restored stays
+        until they delete it: it was brought back on purpose."""
+        if batch.restored_at:
+            return False
+        t = datetime.strptime(batch.sealed_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+        return self.clock() - t >= self.hot_retention_s
 
     # ---- sessions ----------------------------------------------------------------------
 
