@@ -265,8 +265,9 @@ def _tail_verified_text(v) -> str:
     )
 
 
-def _tail_flush() -> None:
+def _tail_flush(out) -> None:
     try:
+        out.flush()
         sys.stdout.flush()
     except (BrokenPipeError, ValueError):
         _quiet_broken_pipe()
@@ -288,7 +289,7 @@ def tail(
             "--lines",
             min=0,
             show_default=False,
-            help="Print the last N matching events first [default: 10; with --since: all since TIME].",
+            help="Print the last N matching events first (default 10; with --since, all since TIME).",
         ),
     ] = None,
     kind: Annotated[
@@ -309,6 +310,7 @@ def tail(
     poll: Annotated[bool, typer.Option("--poll", hidden=True, help="Poll instead of using inotify.")] = False,
 ) -> None:
     """Print the last events of a ledger; follow it live with -f, verifying as it goes with --verify."""
+    import io
     from contextlib import closing
 
     from rich.text import Text
@@ -331,7 +333,8 @@ def tail(
         stop_fd=_tail_stop_fd() if follow else None,
     )
     multi = namespace is None and target_kind(path) == "root"
-    out = sys.stdout.buffer
+    # Our own buffer on fd 1 (even under PYTHONUNBUFFERED): one write() per batch, flushed when idle.
+    out = io.BufferedWriter(io.FileIO(sys.stdout.fileno(), "wb", closefd=False), 1 << 16)
     plain = bool(os.environ.get("NO_COLOR"))  # no colour, and no bold or dim either
     console = Console(
         highlight=False, soft_wrap=True, markup=False, emoji=False, color_system=None if plain else "auto"
@@ -346,7 +349,7 @@ def tail(
                     else:
                         console.print(_tail_event_text(item, multi))
                 elif item is IDLE:
-                    out.flush() if as_json else sys.stdout.flush()
+                    _tail_flush(out)
                 elif isinstance(item, SessionChange):
                     if item.previous is not None and not as_json:
                         console.rule(Text(f"{item.namespace} · {item.session}"))
@@ -355,13 +358,13 @@ def tail(
                 elif isinstance(item, Notice):
                     err.print(Text(f"ledger: {item.message}"))
     except KeyboardInterrupt:
-        _tail_flush()
+        _tail_flush(out)
         raise typer.Exit(EXIT_OK) from None
     except EvidenceError as exc:
-        _tail_flush()
+        _tail_flush(out)
         err.print(Text(f"ledger: VERIFY FAILED: {exc}", style="bold red"))
         raise typer.Exit(EXIT_EVIDENCE) from None
-    _tail_flush()
+    _tail_flush(out)
 
 
 def main() -> None:
