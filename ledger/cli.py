@@ -120,7 +120,13 @@ KeyFiles = Annotated[
 @app.command()
 @guarded
 def verify(
-    paths: Annotated[list[Path], typer.Argument(help="Session files or directories.", show_default=False)],
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Session files, directories, or cold stores (s3://bucket/prefix[/namespace], file:///dir).",
+            show_default=False,
+        ),
+    ] = None,
     key_file: KeyFiles = None,
     allow_unsealed: Annotated[
         bool,
@@ -130,15 +136,82 @@ def verify(
     jobs: Annotated[
         int, typer.Option("--jobs", "-j", min=0, help="Worker processes for large files (0 = one per core).")
     ] = 0,
+    tiers: Annotated[
+        Path | None, typer.Option("--tiers", help="Verify this hot-tier root AND the cold store, and how they join.")
+    ] = None,
+    tsa_ca: Annotated[
+        Path | None, typer.Option("--tsa-ca", help="PEM CA(s) that RFC 3161 tokens must chain to.")
+    ] = None,
+    namespace: NamespaceOpt = None,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
 ) -> None:
     """Prove session files are intact; name the first bad line when they are not."""
     policy = Policy(keys=load_keys(key_file), allow_unsealed=allow_unsealed, jobs=jobs)
-    report = verify_path(paths, policy)
+    ca_pem = _read_file(tsa_ca) if tsa_ca else None
+    targets = list(paths or [])
+    if not targets and tiers is None:
+        raise LedgerError("nothing to verify: give PATH..., a store URL, or --tiers ROOT")
+    local = [t for t in targets if "://" not in t]
+    urls = [t for t in targets if "://" in t]
+    files = verify_path(local, policy).files if local else []
+    for url in urls:
+        files += _verify_url(url, namespace, policy, ca_pem, config).files
+    tier_rows = []
+    if tiers is not None:
+        from .cold.remote import tier_report, verify_store
+
+        cfg = _config(config, tiers, namespace, store)
+        cold = _open_store(cfg)
+        namespaces = [cfg.namespace] if cfg.namespace else sorted(p.name for p in tiers.iterdir() if p.is_dir())
+        files += verify_path([tiers], policy).files
+        files += verify_store(cold, cfg.namespace, policy, ca_pem).files
+        tier_rows = [tier_report(tiers, ns, cold) for ns in namespaces]
+    report = VerifyReport(files)
+    ok = report.ok and all(t.joined for t in tier_rows)
     if as_json:
-        sys.stdout.write(json.dumps(report.as_dict(), indent=None) + "\n")
+        out = report.as_dict()
+        out["ok"] = ok
+        if tiers is not None:
+            out["tiers"] = [t.__dict__ for t in tier_rows]
+        sys.stdout.write(json.dumps(out, indent=None) + "\n")
     else:
         render_verify(report, policy)
-    raise typer.Exit(EXIT_OK if report.ok else EXIT_EVIDENCE)
+        console = _err_console()
+        for t in tier_rows:
+            verdict = "[green]joined[/green]" if t.joined else "[red]GAP[/red]"
+            console.print(
+                f"tiers {escape(t.namespace)}: {verdict}; newest archived {escape(str(t.newest_archived))}, "
+                f"oldest hot {escape(str(t.oldest_hot))}: {escape(t.detail)}"
+            )
+    raise typer.Exit(EXIT_OK if ok else EXIT_EVIDENCE)
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise LedgerError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _verify_url(url: str, namespace: str | None, policy: Policy, ca_pem: bytes | None, config: Path | None):
+    """A store URL: its namespaces, or, when it names none, its last segment as the namespace."""
+    from .cold.remote import store_namespaces, verify_store
+    from .cold.stores import open_store
+    from .config import load_config
+
+    cfg = load_config(config)
+    import msgspec
+
+    from .cold.stores import StoreOptions
+
+    options = msgspec.convert(cfg.cold.s3, StoreOptions)
+    cold = open_store(url, options)
+    if namespace is None and not store_namespaces(cold):
+        base, _, last = url.rstrip("/").rpartition("/")
+        if last and "://" in base and not base.endswith(":/"):
+            return verify_store(open_store(base, options), last, policy, ca_pem)
+    return verify_store(cold, namespace, policy, ca_pem)
 
 
 def render_verify(report: VerifyReport, policy: Policy) -> None:
@@ -180,28 +253,404 @@ def keygen(
 @app.command()
 @guarded
 def demo(
-    directory: Annotated[Path, typer.Argument(help="Where the demo keeps its key and ledger.")] = Path("demo-out"),
+    directory: Annotated[Path, typer.Argument(help="Where the demo keeps its key, ledger and cold store.")] = Path(
+        "demo-out"
+    ),
     seconds: Annotated[float, typer.Option(min=0.5, max=600, help="How long clients send traffic.")] = 3.0,
     clients: Annotated[int, typer.Option(min=1, max=200, help="Concurrent proxy clients.")] = 6,
+    store: Annotated[
+        str | None, typer.Option("--store", help="Cold store URL (default: file://DIRECTORY/cold).")
+    ] = None,
 ) -> None:
-    """Run a small asyncio TCP proxy on 127.0.0.1 with an embedded writer, then verify."""
+    """Run a small asyncio TCP proxy on 127.0.0.1 with an embedded writer, capture, archive, verify."""
     from .demo import run_demo
 
-    result = run_demo(directory, seconds=seconds, clients=clients)
+    result = run_demo(directory, seconds=seconds, clients=clients, store_url=store)
     console = _err_console()
-    table = Table(title=f"ledger demo: {result.ledger_dir}", show_header=False)
+    table = Table(title=f"ledger demo: {escape(str(result.ledger_dir))}", show_header=False)
     table.add_row("proxy connections", str(result.connections))
     table.add_row("bytes proxied", f"{result.bytes_proxied:,}")
     table.add_row("anomalies recorded", str(result.anomalies))
+    table.add_row("captures", escape(result.capture_note))
     table.add_row("events written", str(result.stats.get("events", 0)))
-    table.add_row("sessions", str(result.stats.get("sessions", 0)))
     table.add_row("dropped", str(sum(result.stats.get("dropped", {}).values())))
-    table.add_row("key file", f"{result.key_file} (key id {keymod.key_id(keymod.load_key_file(result.key_file))})")
+    table.add_row("cold store", escape(result.store_url))
+    if result.tiers is not None:
+        t = result.tiers
+        table.add_row("tier boundary", escape(f"newest archived {t.newest_archived}, oldest hot {t.oldest_hot}"))
+        table.add_row("tiers join", ("[green]yes[/green] " if t.joined else "[red]NO[/red] ") + escape(t.detail))
+    table.add_row(
+        "key file", f"{escape(str(result.key_file))} (key id {keymod.key_id(keymod.load_key_file(result.key_file))})"
+    )
     console.print(table)
-    report = result.report
-    render_verify(report, Policy(keys=(b"x",)))
-    console.print(f"try: ledger verify --key-file {result.key_file} {result.ledger_dir}")
-    raise typer.Exit(EXIT_OK if report.ok else EXIT_EVIDENCE)
+    if result.captures:
+        console.print(_captures_table(result.captures, "pointer view (captures)"))
+    if result.batches:
+        console.print(_batches_table(result.batches))
+    console.print("[bold]hot tier[/bold]")
+    render_verify(result.report, Policy(keys=(b"x",)))
+    if result.cold_report is not None:
+        console.print("[bold]cold tier[/bold]")
+        render_verify(result.cold_report, Policy(keys=(b"x",)))
+    console.print(f"try: ledger verify --key-file {escape(str(result.key_file))} {escape(str(result.ledger_dir))}")
+    ok = result.report.ok and (result.cold_report is None or result.cold_report.ok)
+    raise typer.Exit(EXIT_OK if ok else EXIT_EVIDENCE)
+
+
+# ---- options shared by the commands that act on a ledger ------------------------------------
+
+RootOpt = Annotated[Path | None, typer.Option("--root", help="Ledger root directory. Env: LEDGER_ROOT.")]
+NamespaceOpt = Annotated[str | None, typer.Option("--namespace", help="Namespace (default: the host name).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML configuration file. Env: LEDGER_CONFIG.")]
+StoreOpt = Annotated[
+    str | None, typer.Option("--store", help="Cold store URL, s3://bucket/prefix or file:///dir. Env: LEDGER_STORE.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+def _config(config: Path | None, root: Path | None, namespace: str | None, store: str | None = None):
+    from .config import load_config
+
+    return load_config(config, root=str(root) if root else None, namespace=namespace, store=store)
+
+
+def _config_keys(cfg, key_files: list[Path] | None) -> tuple[bytes, ...]:
+    keys = load_keys(key_files)
+    if not keys and cfg.hmac_key_file:
+        keys = (keymod.load_key_file(cfg.hmac_key_file),)
+    return keys
+
+
+def _need_key(cfg, key_files: list[Path] | None) -> tuple[bytes, ...]:
+    keys = _config_keys(cfg, key_files)
+    if not keys:
+        raise LedgerError("this command records events: give --key-file (or LEDGER_HMAC_KEY_FILE / hmac_key_file)")
+    return keys
+
+
+def _open_store(cfg):
+    import msgspec
+
+    from .cold.stores import StoreOptions, open_store
+
+    if not cfg.cold.store:
+        raise LedgerError("no cold store: give --store URL (or LEDGER_STORE, or [cold] store in the config)")
+    try:
+        options = msgspec.convert(cfg.cold.s3, StoreOptions)
+    except msgspec.ValidationError as exc:
+        raise LedgerError(f"[cold.s3] configuration: {exc}") from None
+    return open_store(cfg.cold.store, options)
+
+
+def _writer(cfg, keys: tuple[bytes, ...]):
+    """The namespace's writer for a command that records: fails, naming the holder, if a host has it."""
+    from .writer import Ledger
+
+    return Ledger.open(cfg.root, namespace=cfg.ns, hmac_key=keys[0], extra_keys=keys[1:])
+
+
+def _projector(cfg, store=None):
+    from .projections import Projector
+
+    archived = None
+    if store is not None:
+        from .cold.remote import archived_lines
+
+        def archived():
+            return archived_lines(store, cfg.ns)
+
+    return Projector(cfg.root, cfg.ns, archived_sessions=archived)
+
+
+def _capture_options(cfg, interface: str | None = None, duration: int | None = None):
+    from .capture import CaptureOptions
+
+    opts = {"capture_dir": str(Path(cfg.root) / cfg.ns / "captures")}
+    if interface:
+        opts["interface"] = interface
+    if duration:
+        opts["duration_s"] = duration
+    return CaptureOptions.from_dict(opts)
+
+
+def _print_json(obj) -> None:
+    import msgspec
+
+    sys.stdout.write(msgspec.json.encode(obj).decode() + "\n")
+
+
+def _captures_table(views, title: str = "captures") -> Table:
+    table = Table(title=title)
+    for col in ("capture id", "cn", "ip", "state", "local", "bytes", "sha256", "remote key"):
+        table.add_column(col, overflow="fold")
+    for v in views:
+        table.add_row(
+            escape(v.capture_id),
+            escape(v.cn),
+            escape(v.ip),
+            v.state,
+            "yes" if v.local else "no",
+            f"{v.bytes:,}",
+            v.sha256[:16],
+            escape(v.remote_key or ""),
+        )
+    return table
+
+
+def _batches_table(batches) -> Table:
+    table = Table(title="archive batches")
+    for col in ("session", "events", "state", "local deleted", "objects", "bytes", "manifest"):
+        table.add_column(col, overflow="fold")
+    for b in batches:
+        table.add_row(
+            escape(b.session),
+            str(b.events),
+            b.state,
+            "yes" if b.local_deleted else "no",
+            str(len(b.objects)),
+            f"{sum(o.bytes for o in b.objects):,}",
+            escape(b.manifest_key),
+        )
+    return table
+
+
+# ---- captures and projections -----------------------------------------------------------
+
+
+@app.command()
+@guarded
+def capture(
+    ip: Annotated[str, typer.Option("--ip", help="Client address to capture (validated).")],
+    cn: Annotated[str, typer.Option("--cn", help="Client name (never used in argv or paths).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why: recorded in the capture events.")],
+    duration: Annotated[int | None, typer.Option("--duration", min=1, max=3600, help="Seconds.")] = None,
+    interface: Annotated[str | None, typer.Option("--interface", help="Interface (default: any).")] = None,
+    root: RootOpt = None,
+    namespace: NamespaceOpt = None,
+    config: ConfigOpt = None,
+    key_file: KeyFiles = None,
+) -> None:
+    """A manual capture: run a bounded tcpdump now, wait, print the pointer event as JSON."""
+    from .capture import capture_now
+
+    cfg = _config(config, root, namespace)
+    keys = _need_key(cfg, key_file)
+    options = _capture_options(cfg, interface, duration)
+    with _writer(cfg, keys) as led:
+        result = capture_now(led, options, cn, ip, reason, duration)
+    _print_json(result.event)
+    if not result.ok:
+        raise LedgerError(f"capture failed: {result.event.cause}")
+
+
+@app.command()
+@guarded
+def captures(
+    as_json: JsonOpt = False,
+    root: RootOpt = None,
+    namespace: NamespaceOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """The pointer view: every capture, where it is and what it must hash to."""
+    cfg = _config(config, root, namespace)
+    with _projector(cfg) as views:
+        views.catch_up()
+        rows = views.captures()
+    if as_json:
+        _print_json(rows)
+    else:
+        Console(highlight=False, soft_wrap=True).print(_captures_table(rows))
+
+
+@app.command()
+@guarded
+def gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be evicted; change nothing.")] = False,
+    max_files: Annotated[int | None, typer.Option("--max-files", min=0)] = None,
+    max_bytes: Annotated[int | None, typer.Option("--max-bytes", min=0)] = None,
+    root: RootOpt = None,
+    namespace: NamespaceOpt = None,
+    config: ConfigOpt = None,
+    key_file: KeyFiles = None,
+) -> None:
+    """Evict local captures oldest first until the count and byte budgets hold (offloaded ones first)."""
+    import msgspec
+
+    from .capture import gc_captures
+
+    cfg = _config(config, root, namespace)
+    options = _capture_options(cfg)
+    if max_files is not None or max_bytes is not None:
+        options = msgspec.structs.replace(
+            options,
+            max_files=options.max_files if max_files is None else max_files,
+            max_bytes=options.max_bytes if max_bytes is None else max_bytes,
+        )
+    with _projector(cfg) as views:
+        views.catch_up()
+        offloaded = {v.capture_id for v in views.captures() if v.remote_key}
+    if dry_run:
+        evicted = gc_captures(None, options, dry_run=True, is_offloaded=offloaded.__contains__)
+    else:
+        keys = _need_key(cfg, key_file)
+        with _writer(cfg, keys) as led:
+            evicted = gc_captures(led, options, is_offloaded=offloaded.__contains__)
+    for e in evicted:
+        flag = "offloaded" if e.offloaded else "NOT offloaded"
+        print(f"{'would evict' if dry_run else 'evicted'} {e.capture_id} ({e.bytes:,} bytes, {e.reason}, {flag})")
+    print(f"{len(evicted)} capture(s) {'to evict' if dry_run else 'evicted'}", file=sys.stderr)
+
+
+@app.command()
+@guarded
+def rebuild(
+    root: RootOpt = None,
+    namespace: NamespaceOpt = None,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Drop the views and replay the whole history (archived sessions too, with a store)."""
+    cfg = _config(config, root, namespace, store)
+    cold = _open_store(cfg) if cfg.cold.store else None
+    with _projector(cfg, cold) as views:
+        result = views.rebuild()
+        n_caps, n_batches = len(views.captures()), len(views.batches())
+    print(f"rebuilt from {result.applied:,} events: {n_caps} captures, {n_batches} batches", file=sys.stderr)
+
+
+@app.command()
+@guarded
+def batches(
+    as_json: JsonOpt = False,
+    root: RootOpt = None,
+    namespace: NamespaceOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """The batch view: sessions archived to cold storage and what became of them."""
+    cfg = _config(config, root, namespace)
+    with _projector(cfg) as views:
+        views.catch_up()
+        rows = views.batches()
+    if as_json:
+        _print_json(rows)
+    else:
+        Console(highlight=False, soft_wrap=True).print(_batches_table(rows))
+
+
+# ---- cold storage ---------------------------------------------------------------------------
+
+
+@app.command()
+@guarded
+def archive(
+    root: RootOpt = None,
+    namespace: NamespaceOpt = None,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+    key_file: KeyFiles = None,
+    hot_retention_days: Annotated[
+        float | None, typer.Option("--hot-retention-days", min=0, help="Keep archived sessions locally this long.")
+    ] = None,
+) -> None:
+    """One archive pass: ship sealed sessions and captures, confirm, record, delete what is due."""
+    from .cold.archive import Archiver
+
+    cfg = _config(config, root, namespace, store)
+    keys = _need_key(cfg, key_file)
+    cold = _open_store(cfg)
+    days = cfg.cold.hot_retention_days if hot_retention_days is None else hot_retention_days
+    with _writer(cfg, keys) as led:
+        archiver = Archiver(
+            cfg.root, cfg.ns, cold, led, list(keys), hot_retention_s=days * 86400, tsa_url=cfg.cold.tsa_url
+        )
+        try:
+            report = archiver.run_once()
+            with _projector(cfg) as views:
+                views.catch_up()
+                rows = views.batches()
+        finally:
+            archiver.close()
+    Console(highlight=False, soft_wrap=True).print(_batches_table(rows))
+    print(
+        f"archived {len(report.batches)} session(s), {len(report.captures)} capture(s); "
+        f"deleted {len(report.local_deleted)} local session(s); {len(report.errors)} error(s)",
+        file=sys.stderr,
+    )
+    for err in report.errors:
+        print(f"ledger: error: {err}", file=sys.stderr)
+    if report.errors:
+        raise typer.Exit(EXIT_ERROR)
+
+
+@app.command("rotate-remote")
+@guarded
+def rotate_remote_cmd(
+    before: Annotated[
+        str, typer.Option("--before", help="Delete objects sealed before this date (YYYY-MM-DD or RFC 3339).")
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the keys; delete nothing.")] = False,
+    root: RootOpt = None,
+    namespace: NamespaceOpt = None,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+    key_file: KeyFiles = None,
+) -> None:
+    """Expire the cold tier by exact keys from the batch view (never by listing a prefix)."""
+    from .cold.archive import Recorder
+    from .cold.remote import rotate_remote
+
+    cfg = _config(config, root, namespace, store)
+    cold = _open_store(cfg)
+    if dry_run:
+        with _projector(cfg) as views:
+            views.catch_up()
+            report = rotate_remote(views, cold, None, before, dry_run=True)
+    else:
+        keys = _need_key(cfg, key_file)
+        with _writer(cfg, keys) as led, _projector(cfg) as views:
+            led.flush()
+            views.catch_up()
+            report = rotate_remote(views, cold, Recorder(led), before)
+    for key in report.deleted:
+        print(f"{'would delete' if dry_run else 'deleted'} {key}")
+    for kept in report.kept:
+        print(f"ledger: kept {kept.get('key')}: {kept.get('code')} {kept.get('message', '')}", file=sys.stderr)
+    print(
+        f"{len(report.batches)} batch(es), {len(report.captures)} capture(s): {len(report.deleted)} key(s) "
+        f"{'to delete' if dry_run else 'deleted'}, {len(report.kept)} kept, {report.requests} request(s)",
+        file=sys.stderr,
+    )
+    if report.kept:
+        raise typer.Exit(EXIT_EVIDENCE)
+
+
+@app.command()
+@guarded
+def restore(
+    session: Annotated[str, typer.Argument(help="Session id to bring back.")],
+    to: Annotated[Path, typer.Option("--to", help="Hot-tier root to write <namespace>/<session>.ndjson into.")],
+    root: RootOpt = None,
+    namespace: NamespaceOpt = None,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+    key_file: KeyFiles = None,
+) -> None:
+    """Download an archived session, verify it, and write it back to the hot tier."""
+    from .cold.remote import restore_session
+    from .events import ArchiveRestored
+    from .format import format_ts
+
+    cfg = _config(config, root, namespace, store)
+    keys = _need_key(cfg, key_file)
+    cold = _open_store(cfg)
+    dest, report = restore_session(cold, cfg.ns, session, to, Policy(keys=keys))
+    if Path(cfg.root).resolve() == to.resolve():
+        with _writer(cfg, keys) as led:
+            led.record(
+                "archive.restored",
+                ArchiveRestored(batch_id=session, session=session, path=str(dest), restored_at=format_ts()),
+            )
+    print(f"restored {dest}: {report.events} events, verified", file=sys.stderr)
 
 
 # ---- tail ----------------------------------------------------------------------------

@@ -44,14 +44,14 @@ class ColdConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tsa_ca_file: str | None = None
     backoff_base_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
-    s3: dict = {}
+    s3: dict = msgspec.field(default_factory=dict)
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     root: str = "/var/lib/ledger"
     namespace: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")] | None = None
     hmac_key_file: str | None = None
-    cold: ColdConfig = ColdConfig()
+    cold: ColdConfig = msgspec.field(default_factory=ColdConfig)
 
     @property
     def ns(self) -> str:
