@@ -40,8 +40,26 @@ app = typer.Typer(
 _state = {"debug": False}
 
 
+def _wide(stream) -> int | None:
+    """Terminal width on a TTY; otherwise wide enough that tables never squeeze ids."""
+    try:
+        return None if stream.isatty() else 200
+    except (AttributeError, ValueError):
+        return 200
+
+
+def _out_console() -> Console:
+    return Console(highlight=False, soft_wrap=True, width=_wide(sys.stdout))
+
+
 def _err_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True, no_color=bool(os.environ.get("NO_COLOR")) or None)
+    return Console(
+        width=_wide(sys.stderr),
+        stderr=True,
+        highlight=False,
+        soft_wrap=True,
+        no_color=bool(os.environ.get("NO_COLOR")) or None,
+    )
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
@@ -381,8 +399,8 @@ def _print_json(obj) -> None:
 
 def _captures_table(views, title: str = "captures") -> Table:
     table = Table(title=title)
-    for col in ("capture id", "cn", "ip", "state", "local", "bytes", "sha256", "remote key"):
-        table.add_column(col, overflow="fold")
+    for col in ("capture id", "cn", "ip", "state", "local", "bytes", "sha256"):
+        table.add_column(col, no_wrap=col in ("capture id", "sha256"))
     for v in views:
         table.add_row(
             escape(v.capture_id),
@@ -391,25 +409,23 @@ def _captures_table(views, title: str = "captures") -> Table:
             v.state,
             "yes" if v.local else "no",
             f"{v.bytes:,}",
-            v.sha256[:16],
-            escape(v.remote_key or ""),
+            v.sha256[:12],
         )
     return table
 
 
 def _batches_table(batches) -> Table:
-    table = Table(title="archive batches")
-    for col in ("session", "events", "state", "local deleted", "objects", "bytes", "manifest"):
-        table.add_column(col, overflow="fold")
+    table = Table(title="archive batches (--json for keys)")
+    for col in ("session", "events", "state", "local", "objects", "bytes"):
+        table.add_column(col, no_wrap=col == "session")
     for b in batches:
         table.add_row(
             escape(b.session),
             str(b.events),
             b.state,
-            "yes" if b.local_deleted else "no",
+            "deleted" if b.local_deleted else "kept",
             str(len(b.objects)),
             f"{sum(o.bytes for o in b.objects):,}",
-            escape(b.manifest_key),
         )
     return table
 
@@ -459,7 +475,7 @@ def captures(
     if as_json:
         _print_json(rows)
     else:
-        Console(highlight=False, soft_wrap=True).print(_captures_table(rows))
+        _out_console().print(_captures_table(rows))
 
 
 @app.command()
@@ -534,7 +550,7 @@ def batches(
     if as_json:
         _print_json(rows)
     else:
-        Console(highlight=False, soft_wrap=True).print(_batches_table(rows))
+        _out_console().print(_batches_table(rows))
 
 
 # ---- cold storage ---------------------------------------------------------------------------
@@ -570,7 +586,7 @@ def archive(
                 rows = views.batches()
         finally:
             archiver.close()
-    Console(highlight=False, soft_wrap=True).print(_batches_table(rows))
+    _out_console().print(_batches_table(rows))
     print(
         f"archived {len(report.batches)} session(s), {len(report.captures)} capture(s); "
         f"deleted {len(report.local_deleted)} local session(s); {len(report.errors)} error(s)",
