@@ -205,14 +205,17 @@ def build_checkpoint(
     root: bytes,
     chain: bytes,
     keys: list[bytes],
+    signers: list = (),
+    now: float | None = None,
     **extra: object,
 ) -> dict:
-    """data for a checkpoint or seal line at seq ``size``."""
+    """data for a checkpoint or seal line at seq ``size``.
+
+    ``keys`` sign with HMAC-SHA256; each of ``signers`` is a callable
+    ``(text, now) -> {"alg", "key", "sig"}`` (Ed25519 notes, the forward-secure ratchet).
+    """
     text = checkpoint_text(origin, size, root)
-    return {
-        "size": size,
-        "root": root.hex(),
-        "chain": chain.hex(),
-        "sigs": [msgspec.structs.asdict(hmac_sig(k, text)) for k in keys],
-        **extra,
-    }
+    sigs = [msgspec.structs.asdict(hmac_sig(k, text)) for k in keys]
+    when = time.time() if now is None else now
+    sigs += [sign(text, when) for sign in signers]
+    return {"size": size, "root": root.hex(), "chain": chain.hex(), "sigs": sigs, **extra}

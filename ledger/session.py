@@ -30,11 +30,13 @@ class SessionBuilder:
         keys: Sequence[bytes],
         prev: fmt.PrevLink | None = None,
         opened_extra: dict | None = None,
+        signers: Sequence = (),
     ) -> None:
         self.namespace = fmt.check_namespace(namespace)
         self.session = session
         self.origin = fmt.origin_of(namespace, session)
         self.keys = list(keys)
+        self.signers = list(signers)  # (text, now) -> sig dict, besides the HMAC keys
         self.prev = prev
         self.opened_extra = opened_extra or {}
         self.tree = Accumulator()
@@ -44,10 +46,16 @@ class SessionBuilder:
 
     @classmethod
     def resume(
-        cls, namespace: str, session: str, keys: Sequence[bytes], tree: CompactRange, chain: bytes
+        cls,
+        namespace: str,
+        session: str,
+        keys: Sequence[bytes],
+        tree: CompactRange,
+        chain: bytes,
+        signers: Sequence = (),
     ) -> SessionBuilder:
         """Continue a session from its verified tree (leaves 0..n-1) and chain value C_(n-1)."""
-        b = cls(namespace, session, keys)
+        b = cls(namespace, session, keys, signers=signers)
         b.tree = Accumulator()
         b.tree.extend(tree)
         b.chain = chain
@@ -86,17 +94,19 @@ class SessionBuilder:
         self.tree.append(leaf)
         return b'%s,"chain":"%s"}\n' % (head, chain.hex().encode())
 
-    def checkpoint_line(self, ts: str, dropped: dict[str, int] | None = None) -> bytes:
+    def checkpoint_line(self, ts: str, dropped: dict[str, int] | None = None, now: float | None = None) -> bytes:
         """A signed ``ledger.checkpoint`` over every line so far."""
-        data = fmt.build_checkpoint(self.origin, self.size, self.tree.root(), self.chain, self.keys)
+        data = fmt.build_checkpoint(self.origin, self.size, self.tree.root(), self.chain, self.keys, self.signers, now)
         if dropped is not None:
             data["dropped"] = dropped
         self.last_checkpoint = self.size
         return self.line(fmt.KIND_CHECKPOINT, _encode(data), ts)
 
-    def seal_line(self, ts: str, reason: str, dropped: dict[str, int] | int, **extra: object) -> bytes:
+    def seal_line(
+        self, ts: str, reason: str, dropped: dict[str, int] | int, now: float | None = None, **extra: object
+    ) -> bytes:
         """The final, signed ``session.sealed`` line."""
-        data = fmt.build_checkpoint(self.origin, self.size, self.tree.root(), self.chain, self.keys)
+        data = fmt.build_checkpoint(self.origin, self.size, self.tree.root(), self.chain, self.keys, self.signers, now)
         data["reason"] = reason
         data["dropped"] = dropped
         data.update(extra)

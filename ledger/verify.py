@@ -20,6 +20,7 @@ A file still being written is read up to the size it had when its check began.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import multiprocessing
 import os
@@ -31,6 +32,7 @@ from pathlib import Path
 import msgspec
 
 from . import format as fmt
+from . import fsseal, notes
 from .errors import InputError
 from .keys import key_id
 from .merkle import EMPTY_ROOT, CompactRange
@@ -53,15 +55,26 @@ _CHAIN_KEY = fmt.CHAIN_KEY
 
 @dataclass(frozen=True)
 class Policy:
-    """What must hold. An empty ``keys`` means signatures are not checked (and said so)."""
+    """What must hold. With no trusted key of any kind, signatures are not checked (and
+    the report says so); with any, every checkpoint needs a signature by one of them.
+
+    ``keys``: HMAC keys; ``verifiers``: Ed25519 note verifiers (ledger.notes.Verifier);
+    ``fs_seeds``: forward-secure sealing seeds (ledger.fsseal.FsSeed).
+    """
 
     keys: tuple[bytes, ...] = ()
     allow_unsealed: bool = False
     jobs: int = 0  # worker processes for large files; 0 = one per core, 1 = in-process
+    verifiers: tuple = ()
+    fs_seeds: tuple = ()
 
     def __post_init__(self) -> None:
         if any(len(k) == 0 for k in self.keys):
             raise ValueError("an empty key cannot be trusted")
+
+    @property
+    def checks_signatures(self) -> bool:
+        return bool(self.keys or self.verifiers or self.fs_seeds)
 
 
 @dataclass
@@ -85,6 +98,7 @@ class FileReport:
     checkpoints: int = 0
     signed_size: int = 0  # size of the last checkpoint that verified
     signers: list[str] = field(default_factory=list)
+    signed_by: list[dict] = field(default_factory=list)  # per checkpoint: line, size, keys
     root: str = EMPTY_ROOT.hex()
     chain: str = ""
     signatures: str = "unchecked"
@@ -111,6 +125,7 @@ class FileReport:
             "checkpoints": self.checkpoints,
             "signed_size": self.signed_size,
             "signers": self.signers,
+            "signed_by": self.signed_by,
             "root": self.root,
             "chain": self.chain,
             "signatures": self.signatures,
@@ -143,6 +158,7 @@ class _Special:
     data: bytes
     before: CompactRange | None  # leaves of this chunk before this line
     prev_chain: bytes  # C_(seq-1)
+    ts: str = ""
 
 
 @dataclass
@@ -274,7 +290,8 @@ def _scan_lines(lines, prev: bytes | None, at_start: bool, out: _Chunk) -> None:
                 break
             if kind in specials:
                 before = _range_of(begin, seq, stack) if kind != b"session.opened" else None
-                out.specials.append(_Special(rel, seq, kind.decode(), bytes(body[m.end() :]), before, prev))
+                ts = line[m.end(1) + 7 : m.end(1) + 34].decode("ascii")  # after ,"ts":"
+                out.specials.append(_Special(rel, seq, kind.decode(), bytes(body[m.end() :]), before, prev, ts))
                 if kind == b"session.sealed":
                     sealed_rel = rel
         # Fold the leaf in: merge with each left sibling that lies inside this chunk.
@@ -395,7 +412,11 @@ class _FileCheck:
     def __init__(self, path: str, policy: Policy) -> None:
         self.policy = policy
         self.trusted = {key_id(k): k for k in policy.keys}
-        self.report = FileReport(path=path, signatures="verified" if policy.keys else "unchecked")
+        self.report = FileReport(path=path, signatures="verified" if policy.checks_signatures else "unchecked")
+        self.ed25519 = {v.key_name(): v for v in policy.verifiers}
+        self.fs = {s.seed_id: fsseal.FsVerifier(s) for s in policy.fs_seeds}
+        self.fs_seed_of = {s.seed_id: s for s in policy.fs_seeds}
+        self.fs_last_epoch: dict[str, int] = {}
         self.acc = CompactRange(0)
         self.lines = 0
         self.last_chain = fmt.ZERO_CHAIN
@@ -481,7 +502,7 @@ class _FileCheck:
         if cp.chain != sp.prev_chain.hex():
             self.fail(line, n, "chain_mismatch", "checkpoint chain is not the previous line's chain")
             return False
-        if not self.signatures(cp, root, line, n):
+        if not self.signatures(cp, root, line, n, sp.ts):
             return False
         self.report.checkpoints += 1
         self.report.signed_size = n
@@ -489,27 +510,66 @@ class _FileCheck:
             self.report.seal_reason = cp.reason
         return True
 
-    def signatures(self, cp: fmt.Checkpoint, root: bytes, line: int, n: int) -> bool:
-        if not self.trusted:
+    def signatures(self, cp: fmt.Checkpoint, root: bytes, line: int, n: int, ts: str = "") -> bool:
+        """At least one signature by a trusted key, and every trusted signature verifies."""
+        if not self.policy.checks_signatures:
             return True
         text = fmt.checkpoint_text(self.report.origin or "", n, root)
         signed_by = []
         for sig in cp.sigs:
-            key = self.trusted.get(sig.key)
-            if key is None or sig.alg != "hmac-sha256":
-                continue
-            if not fmt.hmac_matches(key, text, sig.sig):
-                self.fail(line, n, "bad_signature", f"signature by key {sig.key} does not verify")
+            verdict = self._check_sig(sig, text, ts)
+            if verdict is None:
+                continue  # not a key this verifier trusts
+            if verdict is not True:
+                self.fail(line, n, "bad_signature", f"{sig.alg} signature by {sig.key}: {verdict}")
                 return False
             signed_by.append(sig.key)
         if not signed_by:
-            found = ", ".join(s.key for s in cp.sigs) or "none"
+            found = ", ".join(f"{s.alg}:{s.key}" for s in cp.sigs) or "none"
             self.fail(line, n, "bad_signature", f"no signature by a trusted key (signed by: {found})")
             return False
         for k in signed_by:
             if k not in self.report.signers:
                 self.report.signers.append(k)
+        self.report.signed_by.append({"line": line, "size": n, "keys": signed_by})
         return True
+
+    def _check_sig(self, sig: fmt.Sig, text: bytes, ts: str) -> bool | str | None:
+        """None: untrusted key (ignored); True: verifies; a string: why it does not."""
+        if sig.alg == "hmac-sha256":
+            key = self.trusted.get(sig.key)
+            if key is None:
+                return None
+            return True if fmt.hmac_matches(key, text, sig.sig) else "does not verify"
+        if sig.alg == notes.CHECKPOINT_SIG_ALG:
+            verifier = self.ed25519.get(sig.key)
+            if verifier is None:
+                return None
+            try:
+                blob = base64.b64decode(sig.sig, validate=True)
+            except ValueError:
+                return "not base64"
+            ok = blob[:4] == verifier.key_hash and verifier.verify(text, blob[4:])
+            return True if ok else "does not verify"
+        if sig.alg == fsseal.ALG:
+            label = fsseal.parse_key_label(sig.key)
+            if label is None or label[0] not in self.fs:
+                return None
+            seed_id, epoch = label
+            seed = self.fs_seed_of[seed_id]
+            try:
+                expected = seed.epoch_at(_ts_epoch_seconds(ts)) if ts else None
+            except (ValueError, fsseal.FsSealError):
+                return "line time is before the seed's start"
+            if expected is not None and epoch != expected:
+                return f"epoch {epoch} does not match the line's time (epoch {expected})"
+            if epoch < self.fs_last_epoch.get(seed_id, 0):
+                return f"epoch {epoch} goes backwards"
+            if not self.fs[seed_id].verify(sig, text, expected_epoch=expected):
+                return "does not verify"
+            self.fs_last_epoch[seed_id] = epoch
+            return True
+        return None
 
     def finish(self, size: int) -> FileReport:
         r = self.report
@@ -668,3 +728,9 @@ class _CountingReader:
         data = self.stream.read(n)
         self.count += len(data)
         return data
+
+
+def _ts_epoch_seconds(ts: str) -> float:
+    from datetime import UTC, datetime
+
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()

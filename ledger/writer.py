@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import logging
 import os
 import queue
@@ -29,7 +30,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from . import format as fmt
-from . import metrics
+from . import fsseal, metrics, notes
 from .errors import LockedError, UsageError
 from .keys import key_id
 from .session import SessionBuilder
@@ -106,9 +107,16 @@ class Ledger:
         hmac_key: bytes | None = None,
         *,
         extra_keys: tuple[bytes, ...] = (),
+        signers: tuple = (),
+        fs_state_file: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> Ledger:
-        """Lock the namespace, recover its newest session, open a new one, start the writer."""
+        """Lock the namespace, recover its newest session, open a new one, start the writer.
+
+        ``signers`` (ledger.notes.Signer) add Ed25519 signatures to every checkpoint and
+        seal; ``fs_state_file`` (made by ``ledger keygen --fs-seed``) adds a forward-secure
+        ``hmac-sha256-fs`` signature whose key ratchets forward every epoch.
+        """
         namespace = fmt.check_namespace(namespace or socket.gethostname().split(".")[0])
         if not isinstance(hmac_key, bytes | bytearray) or len(hmac_key) < 16:
             raise UsageError("hmac_key must be at least 16 bytes (ledger keygen --hmac FILE makes one)")
@@ -117,8 +125,24 @@ class Ledger:
         except msgspec.ValidationError as exc:
             raise UsageError(f"invalid writer option: {exc}") from None
         self = object.__new__(cls)
+        self._fs_path = Path(fs_state_file) if fs_state_file is not None else None
+        self._fs = fsseal.load_fs_state(self._fs_path) if self._fs_path is not None else None
+        sign_fns = [functools.partial(_ed25519_sig, s) for s in signers]
+        if self._fs is not None:
+            sign_fns.append(self._fs_sign)
+        self._sign_fns = sign_fns
         self._init(Path(root), namespace, [bytes(hmac_key), *extra_keys], config)
         return self
+
+    def _fs_sign(self, text: bytes, now: float) -> dict:
+        """Sign with the current epoch's key, after persisting any move forward."""
+        fsseal.tick(self._fs_path, self._fs, now)
+        return self._fs.sign(text, now)
+
+    def _fs_tick(self, now: float) -> None:
+        # At every epoch boundary, even when idle: an older key must not stay on the host.
+        if self._fs is not None and self._fs.epoch_at(now) > self._fs.epoch:
+            fsseal.tick(self._fs_path, self._fs, now)
 
     def _init(self, root: Path, namespace: str, keys: list[bytes], config: WriterConfig) -> None:
         self.root = root
@@ -222,7 +246,7 @@ class Ledger:
 
     def _seal_recovered(self, path: Path, report) -> dict:
         builder = SessionBuilder.resume(
-            self.namespace, report.session, self._keys, report.tree, bytes.fromhex(report.chain)
+            self.namespace, report.session, self._keys, report.tree, bytes.fromhex(report.chain), self._sign_fns
         )
         builder.origin = report.origin or builder.origin
         torn = report.torn_tail_bytes
@@ -250,7 +274,7 @@ class Ledger:
         newest = max((p.stem for p in self.dir.glob("*.ndjson")), default="")
         if session <= newest:  # the clock went backwards: keep ids sorted anyway
             session = fmt.new_session_id(_session_time(newest) + 1e-6)
-        builder = SessionBuilder(self.namespace, session, self._keys, prev, opened_extra)
+        builder = SessionBuilder(self.namespace, session, self._keys, prev, opened_extra, self._sign_fns)
         path = self.dir / f"{session}.ndjson"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
         line = builder.opened_line(self._clock.ts(now))
@@ -272,7 +296,8 @@ class Ledger:
 
     def _seal(self, reason: str) -> bytes:
         b = self._builder
-        return b.seal_line(self._clock.ts(time.time()), reason, self._drop_snapshot())
+        now = time.time()
+        return b.seal_line(self._clock.ts(now), reason, self._drop_snapshot(), now)
 
     def _finish_session(self) -> None:
         """After the seal line is on disk: remember the link, close the file, tell listeners."""
@@ -415,6 +440,7 @@ class Ledger:
                     items = []
                 out, barriers, closing = self._encode_batch(items)
                 now = time.time()
+                self._fs_tick(now)
                 if self._has_unsigned() and (
                     now - self._last_checkpoint_time >= cfg.checkpoint_interval_s or any(b.checkpoint for b in barriers)
                 ):
@@ -468,6 +494,9 @@ class Ledger:
             wait = min(wait, self._last_checkpoint_time + cfg.checkpoint_interval_s - now)
         if self._builder.size > 1:
             wait = min(wait, self._session_started + cfg.rotate_interval_s - now)
+        if self._fs is not None:
+            next_epoch = self._fs.t0 + (self._fs.epoch + 1) * self._fs.interval_s
+            wait = min(wait, next_epoch - now)
         return max(0.0, wait)
 
     def _encode_batch(self, items: list) -> tuple[list[bytes], list[_Barrier], bool]:
@@ -515,8 +544,11 @@ class Ledger:
         return out, barriers, closing
 
     def _checkpoint_line(self, t: float) -> bytes:
-        self._last_checkpoint_time = time.time()
-        return self._builder.checkpoint_line(self._clock.ts(t), self._drop_snapshot() or None)
+        # The line's ts and the signing time are one clock reading, never an event's
+        # earlier one: the forward-secure key may already have moved past it.
+        now = max(t, time.time())
+        self._last_checkpoint_time = now
+        return self._builder.checkpoint_line(self._clock.ts(now), self._drop_snapshot() or None, now)
 
     def _write_batch(self, out: list[bytes]) -> None:
         data = b"".join(out)
@@ -576,6 +608,10 @@ class Ledger:
 
 
 # ---- helpers ------------------------------------------------------------------------
+
+
+def _ed25519_sig(signer, text: bytes, now: float) -> dict:
+    return notes.checkpoint_sig(signer, text)
 
 
 def _write_all(fd: int, data: bytes) -> None:
