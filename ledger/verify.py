@@ -198,6 +198,8 @@ def _lines_of(f, start: int, end: int | None, out: _Chunk) -> Iterable[bytes | N
     pos = start
     carry = b""
     while end is None or pos < end:
+        if _stop_event is not None and _stop_event.is_set():
+            return  # in a worker whose parent already has its answer
         block = f.read(BLOCK_SIZE if end is None else min(BLOCK_SIZE, end - pos))
         if not block:
             break
@@ -389,7 +391,17 @@ def _boundaries(path: str, size: int, parts: int) -> list[tuple[int, int]]:
     return list(zip(cuts[:-1], cuts[1:], strict=True))
 
 
+_stop_event = None  # in a worker: set by the parent once the answer is known
+
+
+def _init_worker(stop) -> None:
+    global _stop_event
+    _stop_event = stop
+
+
 def _scan_args(args: tuple[str, int, int]) -> _Chunk:
+    if _stop_event is not None and _stop_event.is_set():
+        return _Chunk()  # the parent stopped reading: skip the work
     return scan_chunk(*args)
 
 
@@ -402,8 +414,16 @@ def _scan_file(path: str, size: int, jobs: int) -> Iterable[_Chunk]:
     # More chunks than workers so a bad line early in the file stops work early.
     bounds = _boundaries(path, size, jobs * 4)
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(jobs) as pool:
+    stop = ctx.Event()
+    pool = ctx.Pool(jobs, initializer=_init_worker, initargs=(stop,))
+    try:
         yield from pool.imap(_scan_args, [(path, a, b) for a, b in bounds])
+    finally:
+        # Never terminate(): a worker killed while putting its result holds the result
+        # queue's lock and the pool hangs. Ask the rest to skip, then let them finish.
+        stop.set()
+        pool.close()
+        pool.join()
 
 
 class _FileCheck:
@@ -694,7 +714,7 @@ def _verify_many(paths: list[Path], policy: Policy) -> Iterable[FileReport]:
             for p in paths:
                 yield pending[p].get() if p in pending else verify_file(p, policy)
         finally:
-            pool.terminate()
+            pool.join()  # every task was queued and closed over: never terminate() mid-put
 
     return ordered()
 
