@@ -160,12 +160,33 @@ def verify(
     tsa_ca: Annotated[
         Path | None, typer.Option("--tsa-ca", help="PEM CA(s) that RFC 3161 tokens must chain to.")
     ] = None,
+    pubkey: Annotated[
+        list[str] | None, typer.Option("--pubkey", help="Ed25519 verifier key (name+hash+key) or a file of them.")
+    ] = None,
+    fs_seed: Annotated[
+        list[Path] | None, typer.Option("--fs-seed", help="Forward-secure sealing seed file (kept off the host).")
+    ] = None,
+    trust: Annotated[
+        list[Path] | None,
+        typer.Option("--trust", help="A checkpoint (signed note) saved earlier: the file must extend it."),
+    ] = None,
+    witness: Annotated[
+        str | None, typer.Option("--witness", help="Store URL whose checkpoints the local log must be consistent with.")
+    ] = None,
     namespace: NamespaceOpt = None,
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
     """Prove session files are intact; name the first bad line when they are not."""
-    policy = Policy(keys=load_keys(key_file), allow_unsealed=allow_unsealed, jobs=jobs)
+    from . import fsseal, notes
+
+    policy = Policy(
+        keys=load_keys(key_file),
+        allow_unsealed=allow_unsealed,
+        jobs=jobs,
+        verifiers=tuple(notes.load_verifier_keys(pubkey or [])),
+        fs_seeds=tuple(fsseal.load_fs_seed(p) for p in fs_seed or []),
+    )
     ca_pem = _read_file(tsa_ca) if tsa_ca else None
     targets = list(paths or [])
     if not targets and tiers is None:
@@ -186,16 +207,31 @@ def verify(
         files += verify_store(cold, cfg.namespace, policy, ca_pem).files
         tier_rows = [tier_report(tiers, ns, cold) for ns in namespaces]
     report = VerifyReport(files)
-    ok = report.ok and all(t.joined for t in tier_rows)
+    anchors = []
+    if trust:
+        from .anchors import check_trusted
+
+        anchors += check_trusted(report, [_read_file(t) for t in trust], policy.verifiers)
+    if witness:
+        from .anchors import check_witness
+
+        cfg = _config(config, None, namespace, witness)
+        anchors += check_witness(report, _open_store(cfg), policy.verifiers)
+    ok = report.ok and all(t.joined for t in tier_rows) and all(a.ok for a in anchors)
     if as_json:
         out = report.as_dict()
         out["ok"] = ok
         if tiers is not None:
             out["tiers"] = [t.__dict__ for t in tier_rows]
+        if trust or witness:
+            out["anchors"] = [a.__dict__ for a in anchors]
         sys.stdout.write(json.dumps(out, indent=None) + "\n")
     else:
         render_verify(report, policy)
         console = _err_console()
+        for a in anchors:
+            verdict = "[green]consistent[/green]" if a.ok else "[red]INCONSISTENT[/red]"
+            console.print(f"{a.source}: {verdict}: {escape(a.detail)}")
         for t in tier_rows:
             verdict = "[green]joined[/green]" if t.joined else "[red]GAP[/red]"
             console.print(
@@ -260,12 +296,152 @@ def _verify_line(f: FileReport, policy: Policy) -> str:
 @app.command()
 @guarded
 def keygen(
-    hmac_file: Annotated[Path, typer.Option("--hmac", help="Write a new 32-byte HMAC key here (mode 0600).")],
+    name: Annotated[
+        str | None, typer.Argument(help="Make an Ed25519 signer key with this name (C2SP signed-note).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Signer key file (default: NAME.signer.key).")] = None,
+    hmac_file: Annotated[Path | None, typer.Option("--hmac", help="Write a new 32-byte HMAC key here.")] = None,
+    fs_seed: Annotated[
+        Path | None, typer.Option("--fs-seed", help="Write a forward-secure sealing seed here (for the auditor).")
+    ] = None,
+    fs_state: Annotated[
+        Path | None, typer.Option("--fs-state", help="The writer's ratchet state (default: FS_SEED.state).")
+    ] = None,
+    fs_interval: Annotated[int, typer.Option("--fs-interval", min=1, help="Seconds per sealing epoch.")] = 900,
 ) -> None:
-    """Create a key file. Prints the key id, never the key."""
-    kid = keymod.write_key_file(hmac_file)
-    print(f"wrote {hmac_file} (key id {kid})", file=sys.stderr)
-    print(kid)
+    """Create key files (mode 0600, never overwritten). Prints public names, never secrets."""
+    from . import fsseal, notes
+
+    if not (name or hmac_file or fs_seed):
+        raise LedgerError("give NAME (Ed25519 signer), --hmac FILE, or --fs-seed FILE")
+    if hmac_file:
+        kid = keymod.write_key_file(hmac_file)
+        print(f"wrote {hmac_file} (HMAC key id {kid})", file=sys.stderr)
+        print(kid)
+    if name:
+        if not notes.is_valid_name(name):
+            raise LedgerError(f"invalid key name {name!r}: no spaces or '+'")
+        path = out or Path(f"{name}.signer.key")
+        vkey = notes.write_signer_key_file(path, notes.generate_signer(name))
+        print(f"wrote {path}; verifier key (give it to auditors):", file=sys.stderr)
+        print(vkey)
+    if fs_seed:
+        ratchet = fsseal.write_fs_seed(fs_seed, interval_s=fs_interval)
+        state = fs_state or fs_seed.with_name(fs_seed.name + ".state")
+        fsseal.write_fs_state(state, ratchet)
+        print(
+            f"wrote seed {fs_seed} (seed id {ratchet.seed_id}; move it OFF this host) and writer state {state}",
+            file=sys.stderr,
+        )
+
+
+@app.command()
+@guarded
+def checkpoint(
+    file: Annotated[Path, typer.Argument(help="A session file.")],
+    size: Annotated[
+        int | None, typer.Option("--size", min=0, help="The checkpoint of this size (default: latest).")
+    ] = None,
+) -> None:
+    """Print a checkpoint as a C2SP signed note (tlog-checkpoint@v1.0.0 body, Ed25519 lines)."""
+    from . import notes
+    from .proofs import SessionTree
+
+    cp = SessionTree.load(file).checkpoint(size)
+    try:
+        sys.stdout.buffer.write(notes.note_from_sigs(cp.text(), cp.sigs))
+    except ValueError:
+        raise LedgerError(
+            f"the checkpoint of size {cp.size} has no Ed25519 signature; configure a signer (ledger keygen NAME)"
+        ) from None
+
+
+prove_app = typer.Typer(help="Inclusion and consistency proofs from a session file.", no_args_is_help=True)
+app.add_typer(prove_app, name="prove")
+
+
+@prove_app.command("inclusion")
+@guarded
+def prove_inclusion(
+    file: Annotated[Path, typer.Argument(help="A session file.")],
+    seq: Annotated[int, typer.Option("--seq", min=0, help="The event to prove.")],
+    size: Annotated[int | None, typer.Option("--size", min=1, help="Checkpoint size (default: latest).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Prove event SEQ is in the tree of a signed checkpoint (C2SP tlog-proof@v1)."""
+    from . import notes
+    from .proofs import SessionTree, encode_tlog_proof
+
+    tree = SessionTree.load(file)
+    proof = tree.inclusion(seq, size)
+    if as_json:
+        _print_json(proof.as_dict())
+        return
+    try:
+        note = notes.note_from_sigs(proof.checkpoint_text(), proof.sigs)
+    except ValueError:
+        note = None
+    if note is not None:
+        sys.stdout.buffer.write(encode_tlog_proof(proof, note))
+        return
+    # No Ed25519 signature: a tlog-proof needs a note; show the parts instead.
+    out = [
+        f"entry {proof.entry.decode('utf-8', 'replace').rstrip()}",
+        f"index {proof.index}",
+        f"leaf {proof.leaf.hex()}",
+        *[f"proof {h.hex()}" for h in proof.path],
+        f"checkpoint size {proof.size} root {proof.root.hex()} (line {proof.checkpoint_line})",
+        *[f"sig {sg.alg} {sg.key} {sg.sig}" for sg in proof.sigs],
+    ]
+    print("\n".join(out))
+    print("ledger: note: no Ed25519 signature on this checkpoint, so no tlog-proof form", file=sys.stderr)
+
+
+@prove_app.command("consistency")
+@guarded
+def prove_consistency(
+    file: Annotated[Path, typer.Argument(help="A session file.")],
+    old: Annotated[int, typer.Option("--from", min=1, help="The earlier tree size.")],
+    new: Annotated[int | None, typer.Option("--to", min=1, help="The later checkpoint size (default: latest).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Prove the tree of size FROM is a prefix of the tree of a signed checkpoint."""
+    from .proofs import SessionTree
+
+    proof = SessionTree.load(file).consistency(old, new)
+    if as_json:
+        _print_json(proof.as_dict())
+        return
+    print(f"origin {proof.origin}")
+    print(f"old {proof.old_size} {proof.old_root.hex()}")
+    print(f"new {proof.new_size} {proof.new_root.hex()}")
+    for h in proof.path:
+        print(f"proof {h.hex()}")
+
+
+@app.command("verify-proof")
+@guarded
+def verify_proof(
+    proof_file: Annotated[Path, typer.Argument(help="A tlog-proof file ('-' for stdin).")],
+    pubkey: Annotated[list[str], typer.Option("--pubkey", help="Verifier key (name+hash+key) or a file of them.")],
+    origin: Annotated[str | None, typer.Option("--origin", help="The log origin the proof must be for.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check one inclusion proof offline, with nothing but the proof and a verifier key."""
+    from . import notes
+    from .proofs import verify_tlog_proof
+
+    verifiers = notes.load_verifier_keys(pubkey)
+    if not verifiers:
+        raise LedgerError("no verifier key: give --pubkey")
+    data = sys.stdin.buffer.read() if str(proof_file) == "-" else _read_file(proof_file)
+    result = verify_tlog_proof(data, verifiers, origin)
+    if as_json:
+        _print_json(result.as_dict())
+    print(
+        f"OK: seq {result.index} is in {result.origin} at size {result.size}, signed by {', '.join(result.verified)}",
+        file=sys.stderr,
+    )
 
 
 @app.command()

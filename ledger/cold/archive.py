@@ -64,6 +64,7 @@ class PassReport:
     local_deleted: list[ev.ArchiveLocalDeleted] = field(default_factory=list)
     captures: list[ev.CaptureOffloaded] = field(default_factory=list)
     skipped: int = 0  # sessions already archived and still within hot retention
+    checkpoints: int = 0  # signed checkpoints written to <ns>/checkpoints/
     errors: list[str] = field(default_factory=list)
 
 
@@ -123,6 +124,9 @@ class Archiver:
         """
         report = PassReport()
         self._sync()
+        # Checkpoints first: a session's checkpoints leave the box before the session may
+        # be deleted locally.
+        report.checkpoints = self.upload_checkpoints(report.errors)
         current = self.recorder.current_session()
         for path in session_paths(self.ns_dir):
             if path.stem == current:
@@ -302,6 +306,45 @@ class Archiver:
         log.info("deleted local %s (archived as %s)", path.name, batch.manifest_key)
         return event
 
+    # ---- checkpoints off the box ---------------------------------------------------------
+
+    def upload_checkpoints(self, errors: list[str]) -> int:
+        """Ship every new signed checkpoint as a note to <ns>/checkpoints/<session>/<size>.checkpoint.
+
+        Resumes from a byte offset per session (``.outbox/checkpoints.json``). Same bytes
+        on every run, written with If-None-Match: a different note already under the key
+        means someone rewrote history, and is reported loudly.
+        """
+        from ..anchors import session_checkpoints
+        from .manifest import checkpoint_key
+        from .stores import ObjectConflict
+
+        state_path = self.outbox / "checkpoints.json"
+        try:
+            state = msgspec.json.decode(state_path.read_bytes(), type=dict[str, int])
+        except (FileNotFoundError, msgspec.DecodeError):
+            state = {}
+        sent = 0
+        present = {}
+        for path in session_paths(self.ns_dir):
+            offset = state.get(path.stem, 0)
+            try:
+                found, offset = session_checkpoints(path, offset)
+            except (OSError, msgspec.DecodeError, ValueError) as exc:
+                errors.append(f"checkpoints of {path.name}: {exc}")
+                continue
+            for size, note in found:
+                key = checkpoint_key(self.namespace, path.stem, size)
+                try:
+                    self.store.put(key, note, sha256=hashlib.sha256(note).hexdigest(), content_type="text/plain")
+                    sent += 1
+                except ObjectConflict:
+                    log.error("%s: a DIFFERENT checkpoint is already stored: history was rewritten", key)
+                    errors.append(f"{key}: a different checkpoint is already stored")
+            present[path.stem] = offset
+        _write_atomic(state_path, msgspec.json.encode(present))
+        return sent
+
     # ---- captures ----------------------------------------------------------------------
 
     def offload_capture(self, view: CaptureView) -> ev.CaptureOffloaded:
@@ -445,6 +488,16 @@ def _last_ts(path: Path) -> str:
         f.seek(max(0, size - 65536))
         tail = f.read()
     return decode_line(tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]).ts
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _unlink_quietly(path: Path) -> None:
