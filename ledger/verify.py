@@ -604,12 +604,12 @@ class _FileCheck:
             return r
         if size == 0:
             self.fail(None, None, "empty", "empty file: no session.opened line")
+        elif self.lines == 0:
+            self.fail(None, None, "empty", "no complete line (no LF in the file)")
         elif self.sealed_line is not None and r.torn_tail_bytes:
             self.fail(self.lines + 1, self.lines, "after_seal", f"{r.torn_tail_bytes} bytes follow session.sealed")
         elif self.sealed_line is None and not self.policy.allow_unsealed:
             self.fail(None, None, "unsealed", "no session.sealed line: the file may have been cut short")
-        elif self.lines == 0 and r.torn_tail_bytes:
-            self.fail(None, None, "empty", "no complete line (torn tail only)")
         if r.first_error is not None:
             r.sealed = False
         return r
