@@ -253,7 +253,15 @@ class Accumulator:
         return out
 
     def append(self, leaf: bytes) -> None:
-        self._push(0, leaf)
+        # _push(0, leaf), inlined: the writer calls this once per event.
+        stack = self._stack
+        n = self._size
+        h = leaf
+        while n & 1:
+            h = _sha256(_NODE_PREFIX + stack.pop() + h).digest()
+            n >>= 1
+        stack.append(h)
+        self._size += 1
 
     def _push(self, level: int, h: bytes) -> None:
         """Add a perfect subtree of 2**level leaves. Precondition: size % 2**level == 0."""

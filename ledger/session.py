@@ -8,6 +8,7 @@ make sessions byte for byte as the writer would.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 from collections.abc import Sequence
 
@@ -18,6 +19,7 @@ from .merkle import Accumulator, CompactRange
 
 _encode = msgspec.json.Encoder().encode
 _sha256 = hashlib.sha256
+_hexlify = binascii.hexlify
 
 
 class SessionBuilder:
@@ -43,6 +45,7 @@ class SessionBuilder:
         self.chain = fmt.ZERO_CHAIN
         self.sealed = False
         self.last_checkpoint = 0
+        self._kinds: dict[str, bytes] = {}
 
     @classmethod
     def resume(
@@ -77,22 +80,25 @@ class SessionBuilder:
         }
         return self.line(fmt.KIND_OPENED, _encode(data), ts)
 
-    def line(self, kind: str, data_json: bytes, ts: str) -> bytes:
+    def line(self, kind: str, data_json: bytes, ts: str | bytes) -> bytes:
         """Append one event whose data is already JSON-encoded; return its line."""
         if self.sealed:
             raise ValueError("session is sealed")
         # format.encode_event, leaf_hash, next_chain and make_line, inlined: this
         # runs once per event on the writer thread.
-        head = b'{"v":1,"seq":%d,"ts":"%s","kind":"%s","data":%s' % (
+        kind_b = self._kinds.get(kind)
+        if kind_b is None:
+            kind_b = self._kinds[kind] = kind.encode()
+        head = b'{"v":1,"seq":%d,"ts":"%b","kind":"%b","data":%b' % (
             self.tree.size,
-            ts.encode(),
-            kind.encode(),
+            ts if ts.__class__ is bytes else ts.encode(),
+            kind_b,
             data_json,
         )
         leaf = _sha256(b"\x00" + head + b"}").digest()
         self.chain = chain = _sha256(self.chain + leaf).digest()
         self.tree.append(leaf)
-        return b'%s,"chain":"%s"}\n' % (head, chain.hex().encode())
+        return b'%b,"chain":"%b"}\n' % (head, _hexlify(chain))
 
     def checkpoint_line(self, ts: str, dropped: dict[str, int] | None = None, now: float | None = None) -> bytes:
         """A signed ``ledger.checkpoint`` over every line so far."""

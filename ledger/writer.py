@@ -83,12 +83,12 @@ class _Clock:
         self._sec = -1
         self._prefix = ""
 
-    def ts(self, t: float) -> str:
+    def ts(self, t: float) -> bytes:
         sec = int(t)
         if sec != self._sec:
             self._sec = sec
-            self._prefix = fmt.format_ts(sec)[:19]
-        return f"{self._prefix}.{int((t - sec) * 1e6):06d}Z"
+            self._prefix = fmt.format_ts(sec)[:19].encode()
+        return b"%b.%06dZ" % (self._prefix, int((t - sec) * 1e6))
 
 
 class Ledger:
