@@ -277,7 +277,14 @@ def render_verify(report: VerifyReport, policy: Policy) -> None:
     n_ok = sum(f.ok for f in report.files)
     events = sum(f.events for f in report.files)
     verdict = "[green]OK[/green]" if report.ok else "[red]FAIL[/red]"
-    sig = "HMAC signatures verified" if policy.keys else "signatures NOT checked (no --key-file)"
+    kinds = [
+        k for k, on in (("HMAC", policy.keys), ("Ed25519", policy.verifiers), ("forward-secure", policy.fs_seeds)) if on
+    ]
+    sig = (
+        f"{', '.join(kinds)} signatures verified"
+        if kinds
+        else "signatures NOT checked (no --key-file/--pubkey/--fs-seed)"
+    )
     console.print(f"{verdict}: {n_ok}/{len(report.files)} files, {events} events; {sig}")
 
 

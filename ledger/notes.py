@@ -144,6 +144,10 @@ class Verifier:
         self.key_hash = key_hash(name, self.public_key)
         self._key = Ed25519PublicKey.from_public_bytes(self.public_key)
 
+    def __reduce__(self):
+        # Picklable for the verifier's worker processes (the key object is not).
+        return (Verifier, (self.name, self.public_key))
+
     @classmethod
     def from_vkey(cls, vkey: str) -> Verifier:
         """Parse ``name+<8 hex>+base64(0x01 || pubkey)``; raises KeyFileError.

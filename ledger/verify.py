@@ -21,6 +21,7 @@ A file still being written is read up to the size it had when its check began.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import multiprocessing
 import os
@@ -548,11 +549,26 @@ class _FileCheck:
             found = ", ".join(f"{s.alg}:{s.key}" for s in cp.sigs) or "none"
             self.fail(line, n, "bad_signature", f"no signature by a trusted key (signed by: {found})")
             return False
+        missing = self._missing_fs(signed_by, ts)
+        if missing:
+            # Forward security only holds if the FS signature cannot simply be stripped
+            # and the checkpoint re-signed with the host's other keys.
+            self.fail(line, n, "bad_signature", f"no forward-secure signature by seed {missing}")
+            return False
         for k in signed_by:
             if k not in self.report.signers:
                 self.report.signers.append(k)
         self.report.signed_by.append({"line": line, "size": n, "keys": signed_by})
         return True
+
+    def _missing_fs(self, signed_by: list[str], ts: str) -> str | None:
+        """A seed given to the verifier whose epochs cover this line but did not sign it."""
+        for seed_id, seed in self.fs_seed_of.items():
+            if ts and _ts_epoch_seconds(ts) < seed.t0:
+                continue  # written before sealing started
+            if not any(k.startswith(f"fs:{seed_id}:") for k in signed_by):
+                return seed_id
+        return None
 
     def _check_sig(self, sig: fmt.Sig, text: bytes, ts: str) -> bool | str | None:
         """None: untrusted key (ignored); True: verifies; a string: why it does not."""
@@ -703,7 +719,7 @@ def _verify_many(paths: list[Path], policy: Policy) -> Iterable[FileReport]:
     small = [p for p in paths if _size(p) < PARALLEL_MIN_BYTES]
     if jobs == 1 or len(small) < 2 or sum(map(_size, small)) < PARALLEL_MIN_BYTES:
         return (verify_file(p, policy) for p in paths)
-    inner = Policy(keys=policy.keys, allow_unsealed=policy.allow_unsealed, jobs=1)
+    inner = dataclasses.replace(policy, jobs=1)  # every trusted key kind, in-process per file
     ctx = multiprocessing.get_context("fork")
     pool = ctx.Pool(jobs)
     pending = {p: pool.apply_async(verify_file, (p, inner)) for p in small}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from ..projections import Projector
 from ..reader import session_paths
 from ..verify import FileReport, FirstError, Policy, VerifyReport, check_prev_links, verify_file, verify_stream
 from .manifest import ManifestError, parse_manifest, session_keys, sha256_sidecar
-from .stores import Store
+from .stores import ObjectNotFound, Store
 from .tsa import TimestampInvalid, verify_token
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -87,15 +88,18 @@ def verify_archived(store: Store, manifest_key: str, policy: Policy, tsa_ca_pem:
         return _object_failure(url, "bad_manifest", str(exc))
     keys = session_keys(m.namespace, m.session)
     gz_url = f"{store.url.rstrip('/')}/{keys.gz}"
-    with store.open(keys.gz) as raw:
-        counted = _HashingReader(raw)
-        plain = _HashingReader(gzip.GzipFile(fileobj=counted))
-        try:
-            report = verify_stream(plain, gz_url, policy)
-            while plain.read(1 << 20):  # hash whatever follows an early failure, too
-                pass
-        except (OSError, EOFError) as exc:
-            return _object_failure(gz_url, "bad_gzip", f"gzip does not decompress: {exc}")
+    try:
+        with store.open(keys.gz) as raw:
+            counted = _HashingReader(raw)
+            plain = _HashingReader(gzip.GzipFile(fileobj=counted))
+            try:
+                report = verify_stream(plain, gz_url, policy)
+                while plain.read(1 << 20):  # hash whatever follows an early failure, too
+                    pass
+            except (OSError, EOFError, zlib.error) as exc:
+                return _object_failure(gz_url, "bad_gzip", f"gzip does not decompress: {exc}")
+    except ObjectNotFound:
+        return _object_failure(gz_url, "missing_object", f"{keys.gz} is missing (its manifest is present)")
     problems = []
     if (counted.count, counted.sha.hexdigest()) != (m.gz_bytes, m.gz_sha256):
         problems.append(

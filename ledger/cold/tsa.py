@@ -26,7 +26,15 @@ class TimestampInvalid(EvidenceError):
 
 def request_token(tsa_url: str, data: bytes, timeout_s: float = 15.0) -> bytes:
     """Ask the TSA to timestamp SHA-256(data); return the DER TimeStampResp (the .tsr)."""
-    req = rfc3161_client.TimestampRequestBuilder().data(data).nonce(nonce=True).cert_request(cert_request=True).build()
+    # rfc3161-client hashes with SHA-512 unless told: the manifest digest is SHA-256.
+    req = (
+        rfc3161_client.TimestampRequestBuilder()
+        .data(data)
+        .hash_algorithm(rfc3161_client.HashAlgorithm.SHA256)
+        .nonce(nonce=True)
+        .cert_request(cert_request=True)
+        .build()
+    )
     http = urllib.request.Request(
         tsa_url, data=req.as_bytes(), headers={"Content-Type": "application/timestamp-query"}, method="POST"
     )
