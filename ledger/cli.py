@@ -651,14 +651,18 @@ def captures(
     config: ConfigOpt = None,
 ) -> None:
     """The pointer view: every capture, where it is and what it must hash to."""
-    cfg = _config(config, root, namespace)
+    _show_view(_config(config, root, namespace), "captures", _captures_table, as_json)
+
+
+def _show_view(cfg, name: str, table, as_json: bool) -> None:
+    """Catch the projection up, then print one of its views as JSON or a table."""
     with _projector(cfg) as views:
         views.catch_up()
-        rows = views.captures()
+        rows = getattr(views, name)()
     if as_json:
         _print_json(rows)
     else:
-        _out_console().print(_captures_table(rows))
+        _out_console().print(table(rows))
 
 
 @app.command()
@@ -726,14 +730,7 @@ def batches(
     config: ConfigOpt = None,
 ) -> None:
     """The batch view: sessions archived to cold storage and what became of them."""
-    cfg = _config(config, root, namespace)
-    with _projector(cfg) as views:
-        views.catch_up()
-        rows = views.batches()
-    if as_json:
-        _print_json(rows)
-    else:
-        _out_console().print(_batches_table(rows))
+    _show_view(_config(config, root, namespace), "batches", _batches_table, as_json)
 
 
 # ---- cold storage ---------------------------------------------------------------------------

@@ -285,7 +285,7 @@ class Archiver:
             # A crashed run on another zlib may have left different (valid) gzip bytes.
             info = self.store.head(key)
             with self.store.open(key) as f:
-                tee = _Hashing(gzip.GzipFile(fileobj=f))
+                tee = HashingReader(gzip.GzipFile(fileobj=f))
                 while tee.read(READ_BLOCK):
                     pass
             if tee.sha.hexdigest() != manifest.session_sha256 or info is None or info.sha256 is None:
@@ -513,7 +513,7 @@ class _Tee:
             raise self._error
 
 
-class _Hashing:
+class HashingReader:
     """A reader that hashes and counts what it returns (no copy anywhere)."""
 
     def __init__(self, src) -> None:

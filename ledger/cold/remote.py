@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import zlib
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from ..errors import EvidenceError, InputError
 from ..projections import Projector
 from ..reader import session_paths
 from ..verify import FileReport, FirstError, Policy, VerifyReport, check_prev_links, verify_file, verify_stream
+from .archive import HashingReader
 from .manifest import ManifestError, parse_manifest, session_keys, sha256_sidecar
 from .stores import ObjectNotFound, Store
 from .tsa import TimestampInvalid, verify_token
@@ -90,8 +90,8 @@ def verify_archived(store: Store, manifest_key: str, policy: Policy, tsa_ca_pem:
     gz_url = f"{store.url.rstrip('/')}/{keys.gz}"
     try:
         with store.open(keys.gz) as raw:
-            counted = _HashingReader(raw)
-            plain = _HashingReader(gzip.GzipFile(fileobj=counted))
+            counted = HashingReader(raw)
+            plain = HashingReader(gzip.GzipFile(fileobj=counted))
             try:
                 report = verify_stream(plain, gz_url, policy)
                 while plain.read(1 << 20):  # hash whatever follows an early failure, too
@@ -134,19 +134,6 @@ def verify_archived(store: Store, manifest_key: str, policy: Policy, tsa_ca_pem:
         report.first_error = FirstError(None, None, reason, detail)
         report.sealed = False
     return report
-
-
-class _HashingReader:
-    def __init__(self, src) -> None:
-        self.src = src
-        self.sha = hashlib.sha256()
-        self.count = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.src.read(n)
-        self.sha.update(data)
-        self.count += len(data)
-        return data
 
 
 # ---- restore -----------------------------------------------------------------------------
