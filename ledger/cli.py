@@ -757,7 +757,7 @@ def archive(
     days = cfg.cold.hot_retention_days if hot_retention_days is None else hot_retention_days
     with _writer(cfg, keys) as led:
         archiver = Archiver(
-            cfg.root, cfg.ns, cold, led, list(keys), hot_retention_s=days * 86400, tsa_url=cfg.cold.tsa_url
+            cfg.root, cfg.ns, cold, led, list(keys), hot_retention_s=days * 86400, tsa_url=cfg.cold.tsa_url, jobs=0
         )
         try:
             report = archiver.run_once()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import functools
+import hashlib
 import logging
 import os
 import queue
@@ -261,6 +262,8 @@ class Ledger:
             os.close(fd)
         summary = builder.summary()
         _write_last_seal(self.dir / LAST_SEAL, summary)
+        size, sha = _hash_file(path)
+        _write_seal_record(self.dir, summary, size, sha)
         log.warning(
             "ledger: recovered unsealed session %s (%d events, %d torn bytes cut)", path.name, report.events, torn
         )
@@ -288,6 +291,7 @@ class Ledger:
             raise
         self._fd, self._builder, self.path = fd, builder, path
         self._session_bytes = len(line)
+        self._session_sha = hashlib.sha256(line)
         self._session_started = now
         self._last_checkpoint_time = now
         self._sessions += 1
@@ -301,7 +305,9 @@ class Ledger:
 
     def _finish_session(self) -> None:
         """After the seal line is on disk: remember the link, close the file, tell listeners."""
-        _write_last_seal(self.dir / LAST_SEAL, self._builder.summary())
+        summary = self._builder.summary()
+        _write_last_seal(self.dir / LAST_SEAL, summary)
+        _write_seal_record(self.dir, summary, self._session_bytes, self._session_sha.hexdigest())
         os.close(self._fd)
         self._fd = -1
         for listener in list(self._seal_listeners):
@@ -566,6 +572,7 @@ class Ledger:
         metrics.BATCH_WRITE.labels(self.namespace).observe(time.perf_counter() - t)
         metrics.QUEUE_DEPTH.labels(self.namespace).set(self._qsize())
         self._session_bytes += len(data)
+        self._session_sha.update(data)  # releases the GIL on large batches
         self._bytes += len(data)
         self._events += len(out)
         self._batches += 1
@@ -647,6 +654,60 @@ def _read_last_seal(path: Path) -> fmt.PrevLink | None:
     except (OSError, msgspec.DecodeError) as exc:
         log.warning("ledger: ignoring unreadable %s (%s)", path, exc)
         return None
+
+
+class SealRecord(msgspec.Struct, forbid_unknown_fields=True):
+    """What the writer knew of a session when it sealed it: its whole tree and the
+    sha256 of its bytes. The archiver checks a session against this instead of
+    re-verifying it (SPEC.md 7); a session without one is verified in full."""
+
+    session: str
+    size: int
+    root: str
+    chain: str
+    bytes: int
+    sha256: str
+
+
+SEALS_DIR = ".seals"
+
+
+def read_seal_record(ns_dir: Path, session: str) -> SealRecord | None:
+    try:
+        return msgspec.json.decode((ns_dir / SEALS_DIR / f"{session}.json").read_bytes(), type=SealRecord)
+    except (OSError, msgspec.DecodeError):
+        return None
+
+
+def _write_seal_record(ns_dir: Path, link: fmt.PrevLink, size: int, sha256: str) -> None:
+    d = ns_dir / SEALS_DIR
+    d.mkdir(mode=0o700, exist_ok=True)
+    record = SealRecord(
+        session=link.session, size=link.size, root=link.root, chain=link.chain, bytes=size, sha256=sha256
+    )
+    _write_atomic_file(d / f"{link.session}.json", msgspec.json.encode(record) + b"\n")
+
+
+def _hash_file(path: Path) -> tuple[int, str]:
+    h = hashlib.sha256()
+    n = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+            n += len(block)
+    return n, h.hexdigest()
+
+
+def _write_atomic_file(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 def _write_last_seal(path: Path, link: fmt.PrevLink) -> None:

@@ -905,11 +905,11 @@ def test_files_0600_and_directories_0700(tmp_path):
     assert len(_sessions(root)) >= 2
     for d in (root, root / NS):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
-    files = list((root / NS).iterdir())
-    assert {".lock", ".last-seal.json"} <= {f.name for f in files}
+    files = list((root / NS).rglob("*"))
+    assert {".lock", ".last-seal.json", ".seals"} <= {f.name for f in files}
     for f in files:
-        assert f.is_file()
-        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+        want = 0o700 if f.is_dir() else 0o600
+        assert stat.S_IMODE(f.stat().st_mode) == want, f
 
 
 # ---- logging handler ---------------------------------------------------------------------

@@ -40,7 +40,12 @@ def build(path: Path, events: int) -> int:
                 out += b.checkpoint_line(format_ts(t0 + i * 1e-3))
             else:
                 data = b'{"cn":"client-%d","ip":"10.0.%d.%d","bytes":%d,"note":"%s"}' % (
-                    i % 97, i % 250, i % 200, i * 7, pad.encode())
+                    i % 97,
+                    i % 250,
+                    i % 200,
+                    i * 7,
+                    pad.encode(),
+                )
                 out += b.line("conn.anomaly", data, format_ts(t0 + i * 1e-3))
             if len(out) > 1 << 22:
                 f.write(out)
@@ -85,7 +90,9 @@ def main() -> None:
     path = work / "session.ndjson"
     t = time.perf_counter()
     size = build(path, args.events)
-    print(f"built {args.events:,} events, {size / 1e6:.1f} MB ({size / args.events:.0f} B/line) in {time.perf_counter() - t:.1f}s")
+    print(
+        f"built {args.events:,} events, {size / 1e6:.1f} MB ({size / args.events:.0f} B/line) in {time.perf_counter() - t:.1f}s"
+    )
     ledger = shutil.which("ledger") or f"{sys.executable} -m ledger.cli"
     key_file = work / "bench.key"
     key_file.write_text(KEY.hex() + "\n")
