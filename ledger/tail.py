@@ -64,17 +64,7 @@ import msgspec
 
 from . import format as fmt
 from .errors import EvidenceError, InputError, UsageError
-from .verify import (
-    _HEADER,
-    Policy,
-    _Chunk,
-    _FileCheck,
-    _scan_file,
-    _scan_lines,
-    _unescape,
-    prev_link,
-    verify_file,
-)
+from .verify import IncrementalCheck, Policy, parse_header, prev_link, verify_file
 
 try:  # Linux only; polling is the fallback
     import inotify_simple
@@ -215,13 +205,11 @@ def parse_line(raw: bytes) -> Parsed | None:
 
     Uses the verifier's header pattern; checks shape only, not the chain.
     """
-    n = len(raw) - 1 if raw.endswith(b"\n") else len(raw)
-    m = _HEADER.match(raw)
-    if m is None or n < fmt.TRAILER_LEN + 20 or raw[n - 76 : n - 66] != fmt.CHAIN_KEY or raw[n - 2 : n] != b'"}':
+    head = parse_header(raw)
+    if head is None:
         return None
-    ts_at = m.end(1) + 7  # after the seq digits: ,"ts":"
-    kind = _unescape(m[2]).decode("utf-8", "replace")
-    return Parsed(int(m[1]), raw[ts_at : ts_at + 27].decode("ascii"), kind, raw[m.end() : n - 76])
+    seq, ts, kind, start, end = head
+    return Parsed(seq, ts, kind, raw[start:end])
 
 
 def _matches(p: Parsed | None, opts: TailOptions) -> bool:
@@ -360,7 +348,7 @@ def last_boundary(fd: int, size: int) -> int:
 _ANY = object()  # no expectation on prev
 
 
-def _first_error(check: _FileCheck, display: str) -> EvidenceError:
+def _first_error(check: IncrementalCheck, display: str) -> EvidenceError:
     e = check.report.first_error
     where = f"line {e.line}: " if e and e.line is not None else ""
     what = f"{e.reason}: {e.detail}" if e else "does not verify"
@@ -371,7 +359,7 @@ class TailVerifier:
     """SPEC.md section 5 for one session file, fed line by line as it is read.
 
     Always starts at line 0 (see the module docstring for why): ``verify_prefix``
-    streams bytes [0, end) through ledger.verify's chunk scanner and ``_FileCheck``
+    streams bytes [0, end) through ledger.verify.IncrementalCheck
     (shape, seq, chain, checkpoints' size, root, chain and, given keys, signatures),
     then ``feed`` checks each further batch of lines with the same code, keeping
     the Merkle tree as a compact range (O(log n) memory). Unsealed is not an error
@@ -383,7 +371,7 @@ class TailVerifier:
         self.path = path
         self.keys = keys
         self.jobs = jobs
-        self._check = _FileCheck(path, Policy(keys=keys, allow_unsealed=True, jobs=1))
+        self._check = IncrementalCheck(path, Policy(keys=keys, jobs=1))
         self._expected_prev = expected_prev
 
     # state
@@ -397,7 +385,7 @@ class TailVerifier:
 
     @property
     def sealed(self) -> bool:
-        return self._check.sealed_line is not None
+        return self._check.sealed
 
     @property
     def checkpoints(self) -> int:
@@ -415,7 +403,7 @@ class TailVerifier:
         """What the next session's ``prev`` must say about this one (meaningful once sealed)."""
         r = self._check.report
         return fmt.PrevLink(
-            session=r.session or "", size=self.lines, root=self._check.acc.root().hex(), chain=self.last_chain.hex()
+            session=r.session or "", size=self.lines, root=self._check.root().hex(), chain=self.last_chain.hex()
         )
 
     # checking
@@ -426,9 +414,8 @@ class TailVerifier:
         """
         if self.lines:
             raise ValueError("verify_prefix must come first")
-        for chunk in _scan_file(source or self.path, end, self.jobs):
-            if not self._check.chunk(chunk):
-                raise _first_error(self._check, self.path)
+        if not self._check.scan_prefix(end, source, self.jobs):
+            raise _first_error(self._check, self.path)
         self._check_prev()
 
     def feed(self, lines: list[bytes]) -> tuple[int, EvidenceError | None]:
@@ -436,10 +423,8 @@ class TailVerifier:
         error of the first that does not (None if all hold)."""
         if not lines:
             return 0, None
-        out = _Chunk()
-        _scan_lines(lines, self._check.last_chain, self._check.lines == 0, out)
         before = self._check.lines
-        if not self._check.chunk(out):
+        if not self._check.feed(lines):
             return self._check.lines - before, _first_error(self._check, self.path)
         err = self._check_prev()
         if err is not None:
@@ -466,10 +451,9 @@ class TailVerifier:
         lines = self.lines if lines is None else lines
         chain = self.last_chain if chain is None else chain
         fresh = TailVerifier(self.path, self.keys, jobs=self.jobs)
-        for chunk in _scan_file(source or self.path, end, self.jobs):
-            if not fresh._check.chunk(chunk):
-                err = _first_error(fresh._check, self.path)
-                raise EvidenceError(f"{err} (changed after it was read)", path=err.path, line=err.line)
+        if not fresh._check.scan_prefix(end, source, self.jobs):
+            err = _first_error(fresh._check, self.path)
+            raise EvidenceError(f"{err} (changed after it was read)", path=err.path, line=err.line)
         if fresh.lines < lines:
             line = fresh.lines + 1
             raise EvidenceError(

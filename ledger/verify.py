@@ -742,6 +742,72 @@ def _size(p: Path) -> int:
         return 0
 
 
+# ---- for readers that check as they go (ledger tail --verify) --------------------------------
+
+
+def parse_header(line: bytes) -> tuple[int, str, str, int, int] | None:
+    """(seq, ts, kind, data start, data end) of a line (LF optional) in the v1 shape, or None.
+
+    Shape only (section 2.2 header and trailer); the chain is not checked. ``kind`` is
+    unescaped as a JSON reader would see it.
+    """
+    n = len(line) - 1 if line.endswith(b"\n") else len(line)
+    m = _HEADER.match(line)
+    if m is None or n < fmt.TRAILER_LEN + 20 or line[n - 76 : n - 66] != _CHAIN_KEY or line[n - 2 : n] != b'"}':
+        return None
+    ts_at = m.end(1) + 7  # after the seq digits: ,"ts":"
+    kind = _unescape(m[2]).decode("utf-8", "replace")
+    return int(m[1]), line[ts_at : ts_at + 27].decode("ascii"), kind, m.end(), n - 76
+
+
+class IncrementalCheck:
+    """The checks of section 5 for one file, fed in pieces: a prefix of the file, then
+    batches of lines as they are written. Same code as verify_file; the Merkle tree is a
+    compact range (O(log n) memory). Unsealed is not an error here (the file is live)."""
+
+    def __init__(self, path: str, policy: Policy) -> None:
+        self.path = path
+        self._check = _FileCheck(path, dataclasses.replace(policy, allow_unsealed=True))
+
+    @property
+    def report(self) -> FileReport:
+        """What holds so far (first_error set once something does not)."""
+        return self._check.report
+
+    @property
+    def lines(self) -> int:
+        return self._check.lines
+
+    @property
+    def last_chain(self) -> bytes:
+        return self._check.last_chain
+
+    @property
+    def sealed(self) -> bool:
+        return self._check.sealed_line is not None
+
+    def root(self) -> bytes:
+        """MTH of the lines that held so far."""
+        return self._check.acc.root()
+
+    def scan_prefix(self, end: int, source: str | None = None, jobs: int = 0) -> bool:
+        """Check bytes [0, end) of the file (or of ``source``). Precondition: nothing fed yet
+        and ``end`` at a line boundary. False once a line fails (see ``report``)."""
+        if self.lines:
+            raise ValueError("scan_prefix must come first")
+        return all(self._check.chunk(c) for c in _scan_file(source or self.path, end, jobs))
+
+    def feed(self, lines: list[bytes]) -> bool:
+        """Check the next complete lines (without LF). False once one fails."""
+        out = _Chunk()
+        _scan_lines(lines, self._check.last_chain, self._check.lines == 0, out)
+        return self._check.chunk(out)
+
+    def fail(self, line: int | None, seq: int | None, reason: str, detail: str) -> None:
+        """Record a failure found by the caller (e.g. a broken prev link across files)."""
+        self._check.fail(line, seq, reason, detail)
+
+
 def verify_stream(stream, name: str, policy: Policy = Policy()) -> FileReport:
     """Verify a session read from a stream (e.g. a gzip object in a cold store), in one pass.
 
