@@ -26,6 +26,7 @@ HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 _sha256 = hashlib.sha256
+_node_state = hashlib.sha256(b"\x01").copy  # copying a state beats creating one
 _LEAF_PREFIX = b"\x00"
 _NODE_PREFIX = b"\x01"
 
@@ -258,7 +259,10 @@ class Accumulator:
         n = self._size
         h = leaf
         while n & 1:
-            h = _sha256(_NODE_PREFIX + stack.pop() + h).digest()
+            node = _node_state()
+            node.update(stack.pop())
+            node.update(h)
+            h = node.digest()
             n >>= 1
         stack.append(h)
         self._size += 1

@@ -18,7 +18,9 @@ from . import format as fmt
 from .merkle import Accumulator, CompactRange
 
 _encode = msgspec.json.Encoder().encode
-_sha256 = hashlib.sha256
+# Copying a hash state is cheaper than creating one (no OpenSSL init per call).
+_leaf_state = hashlib.sha256(b"\x00").copy
+_empty_state = hashlib.sha256().copy
 _hexlify = binascii.hexlify
 
 
@@ -95,8 +97,14 @@ class SessionBuilder:
             kind_b,
             data_json,
         )
-        leaf = _sha256(b"\x00" + head + b"}").digest()
-        self.chain = chain = _sha256(self.chain + leaf).digest()
+        h = _leaf_state()
+        h.update(head)
+        h.update(b"}")
+        leaf = h.digest()
+        h = _empty_state()
+        h.update(self.chain)
+        h.update(leaf)
+        self.chain = chain = h.digest()
         self.tree.append(leaf)
         return b'%b,"chain":"%b"}\n' % (head, _hexlify(chain))
 

@@ -21,6 +21,7 @@ A file still being written is read up to the size it had when its check began.
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
 import hashlib
 import multiprocessing
@@ -234,7 +235,11 @@ def _scan_lines(lines, prev: bytes | None, at_start: bool, out: _Chunk) -> None:
     # of data (no objects built), two SHA-256 calls (leaf, chain) and on average one
     # Merkle node hash. The range's subtree hashes sit on a plain stack whose levels
     # follow from the leaf index; _range_of rebuilds (level, index) only when needed.
-    sha256 = hashlib.sha256
+    # Copying a hash state is cheaper than creating one (no OpenSSL init per call).
+    leaf_state = hashlib.sha256(b"\x00").copy
+    node_state = hashlib.sha256(b"\x01").copy
+    empty_state = hashlib.sha256().copy
+    hexlify = binascii.hexlify
     header = _HEADER.match
     raw_check = _raw_json.decode
     chain_key = _CHAIN_KEY
@@ -276,12 +281,18 @@ def _scan_lines(lines, prev: bytes | None, at_start: bool, out: _Chunk) -> None:
         except UnicodeDecodeError:
             out.error = (rel, seq, "not_utf8", "line is not valid UTF-8")
             break
-        leaf = sha256(b"\x00" + body + b"}").digest()
+        h = leaf_state()
+        h.update(body)
+        h.update(b"}")
+        leaf = h.digest()
         if prev is None:
             out.error = (rel, seq, "chain_mismatch", "previous line has no chain value")
             break
-        chain = sha256(prev + leaf).digest()
-        if chain.hex().encode() != line[n - 66 : n - 2]:
+        h = empty_state()
+        h.update(prev)
+        h.update(leaf)
+        chain = h.digest()
+        if hexlify(chain) != line[n - 66 : n - 2]:
             out.error = (rel, seq, "chain_mismatch", "stored chain value does not match")
             break
         kind = m[2]
@@ -300,7 +311,10 @@ def _scan_lines(lines, prev: bytes | None, at_start: bool, out: _Chunk) -> None:
         # Fold the leaf in: merge with each left sibling that lies inside this chunk.
         h, j, lv = leaf, seq, 0
         while j & 1 and ((j - 1) << lv) >= begin:
-            h = sha256(b"\x01" + stack.pop() + h).digest()
+            node = node_state()
+            node.update(stack.pop())
+            node.update(h)
+            h = node.digest()
             j >>= 1
             lv += 1
         stack.append(h)
