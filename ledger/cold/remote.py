@@ -203,35 +203,12 @@ class RotateReport:
 def rotate_remote(projector: Projector, store: Store, recorder, before: str, dry_run: bool = False) -> RotateReport:
     """Delete archived objects sealed before ``before`` (RFC 3339 or YYYY-MM-DD), by exact key."""
     report = RotateReport(before=before, dry_run=dry_run)
-    for batch in projector.batches():
-        if batch.state == "remote-deleted" or batch.sealed_at >= before or batch.store != store.url:
-            continue
-        keys = [o.key for o in batch.objects if o.key not in batch.kept or batch.state == "partly-deleted"]
-        report.batches.append(batch.batch_id)
+
+    def delete(keys: list[str], batch_ids: list[str], capture_ids: list[str]) -> None:
+        """One DeleteObjects round (the store chunks by 1,000) and its remote.deleted event."""
         if dry_run:
             report.deleted.extend(keys)
-            continue
-        result = store.delete_many(keys)
-        report.requests += getattr(result, "requests", 0)
-        report.deleted.extend(result.deleted)
-        report.kept.extend(result.errors)
-        recorder.record(
-            ev.RemoteDeleted(
-                store=store.url, before=before, batch_ids=[batch.batch_id], deleted=result.deleted, kept=result.errors
-            )
-        )
-    old_caps = [
-        c
-        for c in projector.captures()
-        if c.state == "offloaded" and c.remote_key and c.store == store.url and c.started_at < before
-    ]
-    for start in range(0, len(old_caps), 1000):
-        chunk = old_caps[start : start + 1000]
-        keys = [k for c in chunk for k in (c.remote_key, c.remote_key + ".sha256")]
-        report.captures.extend(c.capture_id for c in chunk)
-        if dry_run:
-            report.deleted.extend(keys)
-            continue
+            return
         result = store.delete_many(keys)
         report.requests += getattr(result, "requests", 0)
         report.deleted.extend(result.deleted)
@@ -240,12 +217,29 @@ def rotate_remote(projector: Projector, store: Store, recorder, before: str, dry
             ev.RemoteDeleted(
                 store=store.url,
                 before=before,
-                batch_ids=[],
-                capture_ids=[c.capture_id for c in chunk],
+                batch_ids=batch_ids,
+                capture_ids=capture_ids,
                 deleted=result.deleted,
                 kept=result.errors,
             )
         )
+
+    for batch in projector.batches():
+        if batch.state == "remote-deleted" or batch.sealed_at >= before or batch.store != store.url:
+            continue
+        # Every key the batch recorded; a partly-deleted batch retries all of them, since
+        # DeleteObjects reports keys already gone as deleted.
+        report.batches.append(batch.batch_id)
+        delete([o.key for o in batch.objects], [batch.batch_id], [])
+    old_caps = [
+        c
+        for c in projector.captures()
+        if c.state == "offloaded" and c.remote_key and c.store == store.url and c.started_at < before
+    ]
+    for start in range(0, len(old_caps), 1000):
+        chunk = old_caps[start : start + 1000]
+        report.captures.extend(c.capture_id for c in chunk)
+        delete([k for c in chunk for k in (c.remote_key, c.remote_key + ".sha256")], [], [c.capture_id for c in chunk])
     return report
 
 
