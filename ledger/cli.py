@@ -761,9 +761,9 @@ def archive(
         )
         try:
             report = archiver.run_once()
-            with _projector(cfg) as views:
-                views.catch_up()
-                rows = views.batches()
+            led.flush()
+            archiver.projector.catch_up()  # LMDB allows one open of the views per process
+            rows = archiver.projector.batches()
         finally:
             archiver.close()
     _out_console().print(_batches_table(rows))

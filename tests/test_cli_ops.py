@@ -1,0 +1,163 @@
+"""The operator commands end to end, as a user runs them: real processes, a file:// store.
+
+archive (twice: idempotent), batches, captures, gc, rebuild, rotate-remote, restore,
+verify of the cold tier and of both tiers, and the namespace lock held by a host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ledger import Ledger
+from ledger import events as ev
+from ledger.keys import load_key_file, write_key_file
+from ledger.reader import session_paths
+
+NS = "edge-1"
+
+
+def ledger(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "ledger.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**clean, **(env or {})},
+    )
+
+
+@pytest.fixture
+def site(tmp_path):
+    """A root with three sealed sessions (one holding a capture pointer) and a key."""
+    key_file = tmp_path / "hmac.key"
+    write_key_file(key_file)
+    key = load_key_file(key_file)
+    root = tmp_path / "root"
+    pcap = tmp_path / "c1.pcap"
+    pcap.write_bytes(b"\xd4\xc3\xb2\xa1" + b"\x00" * 20)
+    import hashlib
+
+    sha = hashlib.sha256(pcap.read_bytes()).hexdigest()
+    for i in range(3):
+        with Ledger.open(root, namespace=NS, hmac_key=key) as led:
+            for j in range(20):
+                led.record("conn.closed", {"i": i, "j": j})
+            if i == 0:
+                cid = "20261123T200000Z-0000c0de"
+                led.record(
+                    "capture.started",
+                    ev.CaptureStarted(
+                        capture_id=cid,
+                        cn="alice",
+                        ip="10.0.0.1",
+                        reason="r",
+                        severity="high",
+                        path=str(pcap),
+                        interface="lo",
+                        duration_s=1,
+                        snaplen=96,
+                    ),
+                )
+                led.record(
+                    "capture.sealed",
+                    ev.CaptureSealed(
+                        capture_id=cid,
+                        cn="alice",
+                        ip="10.0.0.1",
+                        reason="r",
+                        path=str(pcap),
+                        bytes=24,
+                        sha256=sha,
+                        started_at="2026-11-23T20:00:00.000000Z",
+                        duration_ms=1000,
+                    ),
+                )
+    store = (tmp_path / "cold").as_uri()
+    common = ["--root", str(root), "--namespace", NS, "--key-file", str(key_file)]
+    return root, store, key_file, common
+
+
+def test_archive_twice_then_views_and_both_tiers(site):
+    root, store, key_file, common = site
+    first = ledger("archive", *common, "--store", store)
+    assert first.returncode == 0, first.stderr
+    assert "archived 3 session(s), 1 capture(s); deleted 3 local session(s); 0 error(s)" in first.stderr
+    again = ledger("archive", *common, "--store", store)
+    assert again.returncode == 0, again.stderr
+    assert "archived 1 session(s)" in again.stderr  # only the first run's own session: nothing twice
+
+    batches = ledger("batches", "--root", str(root), "--namespace", NS, "--json")
+    assert batches.returncode == 0, batches.stderr
+    rows = json.loads(batches.stdout)
+    assert len(rows) == 4 and {r["state"] for r in rows} == {"archived"} and all(r["local_deleted"] for r in rows)
+
+    caps = json.loads(ledger("captures", "--root", str(root), "--namespace", NS, "--json").stdout)
+    assert [(c["capture_id"], c["state"]) for c in caps] == [("20261123T200000Z-0000c0de", "offloaded")]
+
+    cold = ledger("verify", "--key-file", str(key_file), store, "--json")
+    assert cold.returncode == 0, cold.stderr
+    assert len(json.loads(cold.stdout)["files"]) == 4
+    tiers = ledger("verify", "--key-file", str(key_file), "--tiers", str(root), "--store", store, "--json")
+    assert tiers.returncode == 0, tiers.stderr
+    out = json.loads(tiers.stdout)
+    assert out["ok"] and out["tiers"][0]["joined"]
+
+    rebuilt = ledger("rebuild", "--root", str(root), "--namespace", NS, "--store", store)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "1 captures, 4 batches" in rebuilt.stderr
+
+
+def test_restore_rotate_and_gc(site, tmp_path):
+    root, store, key_file, common = site
+    original = {p.stem: p.read_bytes() for p in session_paths(root / NS)}
+    assert ledger("archive", *common, "--store", store).returncode == 0
+    first = sorted(original)[0]
+
+    dest = tmp_path / "restored"
+    r = ledger("restore", first, "--to", str(dest), *common, "--store", store)
+    assert r.returncode == 0, r.stderr
+    assert (dest / NS / f"{first}.ndjson").read_bytes() == original[first]
+    assert (
+        ledger("restore", "20991231T000000.000000Z-nope", "--to", str(dest), *common, "--store", store).returncode == 2
+    )
+
+    dry = ledger("rotate-remote", "--before", "2999-01-01", "--dry-run", *common, "--store", store)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.count("would delete") >= 3 * 3 + 2  # 3 objects a batch, pcap + sidecar
+    assert (Path(store.removeprefix("file://")) / NS / "sessions").exists()
+    real = ledger("rotate-remote", "--before", "2999-01-01", *common, "--store", store)
+    assert real.returncode == 0, real.stderr
+    assert not any((Path(store.removeprefix("file://")) / NS / "sessions").rglob("*.gz"))
+    rows = json.loads(ledger("batches", "--root", str(root), "--namespace", NS, "--json").stdout)
+    assert {r["state"] for r in rows} == {"remote-deleted"}
+
+    gc = ledger("gc", "--dry-run", "--max-files", "0", "--root", str(root), "--namespace", NS)
+    assert gc.returncode == 0, gc.stderr
+
+
+def test_commands_that_record_name_the_host_that_holds_the_namespace(site):
+    root, store, key_file, common = site
+    with Ledger.open(root, namespace=NS, hmac_key=load_key_file(key_file)):
+        r = ledger("archive", *common, "--store", store)
+    assert r.returncode == 2
+    assert f"held by another writer (pid {os.getpid()}" in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_unknown_store_scheme_and_missing_key_are_usage_errors(site):
+    root, store, key_file, common = site
+    r = ledger("archive", *common, "--store", "ftp://host/x")
+    assert r.returncode == 2 and "unsupported store URL scheme" in r.stderr
+    r = ledger("archive", "--root", str(root), "--namespace", NS, "--store", store)
+    assert r.returncode == 2 and "--key-file" in r.stderr
+    started = time.monotonic()
+    r = ledger("verify", "--key-file", str(key_file), "file:///nonexistent-cold-store")
+    assert r.returncode == 2 and time.monotonic() - started < 60
