@@ -47,7 +47,10 @@ PARALLEL_MIN_BYTES = 16 * 2**20
 # leading zeros, ts with microseconds and Z. data must then be one JSON object.
 _HEADER = re.compile(
     rb'\{"v":1,"seq":(0|[1-9][0-9]{0,17}),"ts":"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:'
-    rb'[0-9]{2}:[0-9]{2}\.[0-9]{6}Z","kind":"((?:[^"\\\x00-\x1f]|\\.)+)","data":(?=\{)'
+    # kind: a non-empty JSON string body, the escape loop unrolled (fast when there is none)
+    rb'[0-9]{2}:[0-9]{2}\.[0-9]{6}Z","kind":"('
+    rb'[^"\\\x00-\x1f]+(?:\\.[^"\\\x00-\x1f]*)*|(?:\\.[^"\\\x00-\x1f]*)+'
+    rb')","data":(?=\{)'
 )
 _raw_json = msgspec.json.Decoder(msgspec.Raw)
 _SPECIAL_KINDS = frozenset({b"session.opened", b"ledger.checkpoint", b"session.sealed"})
