@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import socket
 import tomllib
-from pathlib import Path
 from typing import Annotated
 
 import msgspec
@@ -108,7 +107,3 @@ def _set(raw: dict, keys: tuple[str, ...], value: object) -> None:
     for k in keys[:-1]:
         raw = raw.setdefault(k, {})
     raw[keys[-1]] = value
-
-
-def root_path(config: Config) -> Path:
-    return Path(config.root)

@@ -47,11 +47,5 @@ def iter_lines(path: Path, start_seq: int = 0) -> Iterator[tuple[int, bytes]]:
                 index += 1
 
 
-def read_events(path: Path, start_seq: int = 0) -> Iterator[StoredEvent]:
-    """Typed events of one session file from ``start_seq``; raises msgspec.DecodeError on a bad line."""
-    for _, line in iter_lines(path, start_seq):
-        yield _decode(line)
-
-
 def decode_line(line: bytes) -> StoredEvent:
     return _decode(line)
