@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import rfc3161_client
-from s3server import DeleteCounter, FlakyProxy, aws_env, moto_server
+from s3server import DeleteCounter, FlakyProxy
 from tsa import make_pki, tsa_server
 
 from ledger import Ledger
@@ -52,21 +52,6 @@ POLICY = Policy(keys=(KEY,))
 
 
 # ---- fixtures ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto():
-    with moto_server() as server:
-        yield server
-
-
-@pytest.fixture
-def s3(moto, monkeypatch):
-    """A clean moto with bucket ``ledger-cold`` and test credentials in the environment."""
-    moto.reset()
-    aws_env(monkeypatch)
-    moto.create_bucket(BUCKET)
-    return moto
 
 
 class Backend:

@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from s3server import DeleteCounter, FlakyProxy, SentHeaders, aws_env, moto_server, s3_error_xml
+from s3server import DeleteCounter, FlakyProxy, SentHeaders, aws_env, s3_error_xml
 
 from ledger.cold import stores
 from ledger.cold.stores import (
@@ -63,21 +63,6 @@ def one_line(exc: BaseException) -> str:
 
 
 # ---- fixtures ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def moto():
-    with moto_server() as server:
-        yield server
-
-
-@pytest.fixture
-def s3(moto, monkeypatch):
-    """A clean moto with bucket ``ledger-cold`` and test credentials in the environment."""
-    moto.reset()
-    aws_env(monkeypatch)
-    moto.create_bucket(BUCKET)
-    return moto
 
 
 class Backend:

@@ -17,6 +17,7 @@ What is checked, and how:
 from __future__ import annotations
 
 import errno
+import importlib.util
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ from ledger.errors import LockedError
 from ledger.session import SessionBuilder
 from ledger.verify import Policy, prev_link, verify_file, verify_path
 
+REPO = Path(__file__).resolve().parents[1]
 KEY = bytes(range(32))
 NS = "edge-1"
 
@@ -502,36 +504,17 @@ def test_one_writer_per_namespace(tmp_path):
 
 # ---- crash recovery ------------------------------------------------------------------------
 
-CRASH_CHILD = textwrap.dedent(
-    """
-    import random
-    import sys
 
-    from ledger import Ledger
+def _crashloop_module():
+    """tools/crashloop.py: the long kill loop, whose child script this test runs too."""
+    spec = importlib.util.spec_from_file_location("crashloop", REPO / "tools" / "crashloop.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["crashloop"] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
 
-    root, namespace, key_hex, it, rotate_bytes = sys.argv[1:6]
-    led = Ledger.open(
-        root,
-        namespace=namespace,
-        hmac_key=bytes.fromhex(key_hex),
-        durability="batch",
-        checkpoint_every=100,
-        rotate_bytes=int(rotate_bytes),
-    )
-    print("ready", flush=True)
-    rng = random.Random()
-    n = 0
-    while True:
-        for _ in range(rng.randint(1, 300)):
-            n += 1
-            if not led.record("crash.event", {"it": int(it), "n": n, "pad": "p" * (n % 97)}):
-                print("drop", n, flush=True)
-        if led.flush(timeout=30):
-            print(n, flush=True)
-        else:
-            print("flush-failed", flush=True)
-    """
-)
+
+CRASH_CHILD = _crashloop_module().CHILD
 
 
 def _run_and_kill(child: Path, root: Path, it: int, delay: float, rotate_bytes: int, log: Path):
@@ -540,7 +523,7 @@ def _run_and_kill(child: Path, root: Path, it: int, delay: float, rotate_bytes: 
     ready = threading.Event()
     with open(log, "ab") as err:
         proc = subprocess.Popen(
-            [sys.executable, str(child), str(root), NS, KEY.hex(), str(it), str(rotate_bytes)],
+            [sys.executable, str(child), str(root), NS, KEY.hex(), str(it), str(rotate_bytes), str(REPO)],
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
