@@ -39,6 +39,13 @@ from .errors import InputError
 from .keys import key_id
 from .merkle import EMPTY_ROOT, CompactRange
 
+try:  # the hot loop in C (ledger/_speedups.c); LEDGER_PURE_PYTHON=1 keeps the reference alone
+    from . import _speedups
+except ImportError:  # built without a C compiler: the pure-Python loop gives the same verdicts
+    _speedups = None
+if os.environ.get("LEDGER_PURE_PYTHON"):
+    _speedups = None
+
 BLOCK_SIZE = 4 * 2**20
 # Files below this are checked in-process: forking costs more than it saves.
 PARALLEL_MIN_BYTES = 16 * 2**20
@@ -223,22 +230,91 @@ def _lines_of(f, start: int, end: int | None, out: _Chunk) -> Iterable[bytes | N
     out.torn_bytes = len(carry)
 
 
+@dataclass(slots=True)
+class _Scan:
+    """Where a scan of consecutive lines stands. The reference loop (_scan_lines) and
+    the C helper (_speedups.scan) both advance it, taking turns line by line."""
+
+    prev: bytes | None  # C_(index-1): the chain value stored on the line before
+    at_start: bool  # the first line scanned is line 0 of the file
+    index: int = -1  # the seq the next line must have (-1: the first line sets it)
+    begin: int = -1  # the seq of the first line scanned
+    lines: int = 0  # lines accepted (chain held, folded into the stack)
+    stack: list[bytes] = field(default_factory=list)  # the compact range's subtree hashes
+    sealed_rel: int | None = None  # the line of session.sealed, counted from the first
+
+
 def scan_chunk(path: str, start: int, end: int) -> _Chunk:
     """Parse and chain-check the complete lines in bytes [start, end) of ``path``."""
     out = _Chunk()
     with open(path, "rb") as f:
-        prev = _read_prev_chain(f, start)
-        lines = _lines_of(f, start, end, out)
-        _scan_lines(lines, prev, start == 0, out)
+        st = _Scan(_read_prev_chain(f, start), start == 0)
+        if _speedups is not None:
+            _scan_blocks(f, start, end, st, out)
+        else:
+            _scan_lines(_lines_of(f, start, end, out), st, out)
+    _finish(st, out)
     return out
 
 
-def _scan_lines(lines, prev: bytes | None, at_start: bool, out: _Chunk) -> None:
-    # The hot loop. Per line: one regex match for the header, one JSON syntax check
-    # of data (no objects built), two SHA-256 calls (leaf, chain) and on average one
-    # Merkle node hash. The range's subtree hashes sit on a plain stack whose levels
-    # follow from the leaf index; _range_of rebuilds (level, index) only when needed.
-    # Copying a hash state is cheaper than creating one (no OpenSSL init per call).
+def _finish(st: _Scan, out: _Chunk) -> None:
+    # Every line before the error (or all of them) was folded into the range.
+    begin = max(st.begin, 0)
+    out.lines = st.lines
+    out.range = _range_of(begin, begin + st.lines, st.stack)
+    out.last_chain = st.prev or b""
+    out.sealed_rel = st.sealed_rel
+
+
+def _scan_blocks(f, start: int, end: int | None, st: _Scan, out: _Chunk) -> None:
+    """_lines_of + _scan_lines with the plain lines done in C, block by block.
+
+    The C helper takes the run of lines it accepts and stops at the first it does not;
+    that line goes through the reference loop, which gives the verdict or handles it
+    (a checkpoint, the seal, the first line), and the helper goes on after it.
+    """
+    scan = _speedups.scan
+    max_line = fmt.MAX_LINE_BYTES
+    if end is not None:
+        f.seek(start)
+    pos = start
+    carry = b""
+    while end is None or pos < end:
+        if _stop_event is not None and _stop_event.is_set():
+            return  # in a worker whose parent already has its answer
+        block = f.read(BLOCK_SIZE if end is None else min(BLOCK_SIZE, end - pos))
+        if not block:
+            break
+        pos += len(block)
+        buf = carry + block if carry else block
+        at = 0
+        while True:
+            if st.index > 0 and st.prev is not None and st.sealed_rel is None:
+                at, count, chain = scan(buf, at, st.prev, st.index, st.begin, st.stack, max_line)
+                if count:
+                    st.prev, st.index, st.lines = chain, st.index + count, st.lines + count
+            lf = buf.find(b"\n", at)
+            if lf < 0:
+                break
+            _scan_lines((buf[at:lf],), st, out)
+            if out.error is not None:
+                return
+            at = lf + 1
+        carry = buf[at:]
+        if len(carry) > max_line:
+            _scan_lines((None,), st, out)
+            return
+    out.torn_bytes = len(carry)
+
+
+def _scan_lines(lines, st: _Scan, out: _Chunk) -> None:
+    # The reference: every rule a line must meet, in Python. Per line: one regex match
+    # for the header, one JSON syntax check of data (no objects built), two SHA-256
+    # calls (leaf, chain) and on average one Merkle node hash. The range's subtree
+    # hashes sit on a plain stack whose levels follow from the leaf index; _range_of
+    # rebuilds (level, index) only when needed. Copying a hash state is cheaper than
+    # creating one (no OpenSSL init per call). _speedups.scan does the same for the
+    # lines it accepts (see _scan_blocks).
     leaf_state = hashlib.sha256(b"\x00").copy
     node_state = hashlib.sha256(b"\x01").copy
     empty_state = hashlib.sha256().copy
@@ -248,10 +324,9 @@ def _scan_lines(lines, prev: bytes | None, at_start: bool, out: _Chunk) -> None:
     chain_key = _CHAIN_KEY
     specials = _SPECIAL_KINDS
     max_line = fmt.MAX_LINE_BYTES
-    stack: list[bytes] = []
-    begin = index = -1  # leaf index of the chunk's first line and of the next line
-    rel = -1
-    sealed_rel = None
+    at_start, stack = st.at_start, st.stack
+    prev, begin, index, sealed_rel = st.prev, st.begin, st.index, st.sealed_rel
+    rel = st.lines - 1
     for line in lines:
         rel += 1
         if sealed_rel is not None:
@@ -323,11 +398,8 @@ def _scan_lines(lines, prev: bytes | None, at_start: bool, out: _Chunk) -> None:
         stack.append(h)
         prev = chain
         index = seq + 1
-    # Every line before the error (or all of them) was folded into the range.
-    out.lines = rel if out.error is not None else rel + 1
-    out.range = _range_of(max(begin, 0), max(begin, 0) + out.lines, stack)
-    out.last_chain = prev or b""
-    out.sealed_rel = sealed_rel
+    st.lines = rel if out.error is not None else rel + 1
+    st.prev, st.begin, st.index, st.sealed_rel = prev, begin, index, sealed_rel
 
 
 def _unescape(kind: bytes) -> bytes:
@@ -817,7 +889,9 @@ class IncrementalCheck:
     def feed(self, lines: list[bytes]) -> bool:
         """Check the next complete lines (without LF). False once one fails."""
         out = _Chunk()
-        _scan_lines(lines, self._check.last_chain, self._check.lines == 0, out)
+        st = _Scan(self._check.last_chain, self._check.lines == 0)
+        _scan_lines(lines, st, out)
+        _finish(st, out)
         return self._check.chunk(out)
 
     def fail(self, line: int | None, seq: int | None, reason: str, detail: str) -> None:
@@ -832,7 +906,12 @@ def verify_stream(stream, name: str, policy: Policy = Policy()) -> FileReport:
     """
     counted = _CountingReader(stream)
     out = _Chunk()
-    _scan_lines(_lines_of(counted, 0, None, out), fmt.ZERO_CHAIN, True, out)
+    st = _Scan(fmt.ZERO_CHAIN, True)
+    if _speedups is not None:
+        _scan_blocks(counted, 0, None, st, out)
+    else:
+        _scan_lines(_lines_of(counted, 0, None, out), st, out)
+    _finish(st, out)
     check = _FileCheck(name, policy)
     check.chunk(out)
     return check.finish(counted.count)

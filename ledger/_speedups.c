@@ -1,0 +1,696 @@
+/* ledger._speedups: the hot loop of ledger.verify, in C (SPEC.md section 5).
+ *
+ * One function, scan(), checks and folds a run of consecutive "plain" lines of a
+ * buffer: the header shape, seq, the JSON syntax of data, UTF-8, the leaf and chain
+ * hashes, and the Merkle compact-range fold. verify._scan_lines (Python) is the
+ * reference and stays the only place that decides anything else.
+ *
+ * The contract that keeps the two in step: scan() may only ACCEPT a line that the
+ * reference accepts, with exactly the same effect on the state (chain, seq, subtree
+ * stack). It DECLINES, without consuming, any line it is not certain about: any
+ * error at all, seq 0, the special kinds (session.opened, ledger.checkpoint,
+ * session.sealed), a backslash in kind, a \u escape of a surrogate, nesting deeper
+ * than MAX_DEPTH, whitespace after data, a line without its LF in the buffer.
+ * The caller hands a declined line to the reference, which gives the verdict. So
+ * declining is always safe, and being stricter than msgspec only costs speed.
+ *
+ * SHA-256 is built in (the x86 SHA extensions when the CPU has them, portable C
+ * otherwise) so that nothing beyond a C compiler and the Python headers is needed.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define LEDGER_X86 1
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
+/* ---- SHA-256 ------------------------------------------------------------------ */
+
+static const uint32_t K256[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+
+static const uint32_t H256[8] = {
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+};
+
+#define ROTR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static inline uint32_t load_be32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+
+static void compress_portable(uint32_t s[8], const uint8_t *p, size_t nblocks)
+{
+    uint32_t w[64];
+    for (; nblocks; nblocks--, p += 64) {
+        for (int t = 0; t < 16; t++)
+            w[t] = load_be32(p + 4 * t);
+        for (int t = 16; t < 64; t++) {
+            uint32_t s0 = ROTR(w[t - 15], 7) ^ ROTR(w[t - 15], 18) ^ (w[t - 15] >> 3);
+            uint32_t s1 = ROTR(w[t - 2], 17) ^ ROTR(w[t - 2], 19) ^ (w[t - 2] >> 10);
+            w[t] = s1 + w[t - 7] + s0 + w[t - 16];
+        }
+        uint32_t a = s[0], b = s[1], c = s[2], d = s[3], e = s[4], f = s[5], g = s[6], h = s[7];
+        for (int t = 0; t < 64; t++) {
+            uint32_t t1 = h + (ROTR(e, 6) ^ ROTR(e, 11) ^ ROTR(e, 25)) + ((e & f) ^ (~e & g)) + K256[t] + w[t];
+            uint32_t t2 = (ROTR(a, 2) ^ ROTR(a, 13) ^ ROTR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+            h = g;
+            g = f;
+            f = e;
+            e = d + t1;
+            d = c;
+            c = b;
+            b = a;
+            a = t1 + t2;
+        }
+        s[0] += a;
+        s[1] += b;
+        s[2] += c;
+        s[3] += d;
+        s[4] += e;
+        s[5] += f;
+        s[6] += g;
+        s[7] += h;
+    }
+}
+
+#ifdef LEDGER_X86
+/* The SHA extensions keep the state as two registers, ABEF and CDGH, and do two
+ * rounds per sha256rnds2. The message schedule for rounds 16..63 is computed four
+ * words at a time, just before use: W[t..t+3] from msg1 (sigma0 terms), the W[t-7]
+ * words and msg2 (sigma1 terms). */
+__attribute__((target("sha,sse4.1,ssse3"))) static void compress_shani(uint32_t s[8], const uint8_t *p,
+                                                                      size_t nblocks)
+{
+    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i dcba = _mm_loadu_si128((const __m128i *)&s[0]);
+    __m128i hgfe = _mm_loadu_si128((const __m128i *)&s[4]);
+    __m128i cdab = _mm_shuffle_epi32(dcba, 0xB1);
+    __m128i efgh = _mm_shuffle_epi32(hgfe, 0x1B);
+    __m128i abef = _mm_alignr_epi8(cdab, efgh, 8);
+    __m128i cdgh = _mm_blend_epi16(efgh, cdab, 0xF0);
+
+    for (; nblocks; nblocks--, p += 64) {
+        const __m128i abef0 = abef, cdgh0 = cdgh;
+        __m128i m[4];
+        for (int g = 0; g < 16; g++) {
+            __m128i w;
+            if (g < 4) {
+                w = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * g)), bswap);
+            } else {
+                __m128i x = _mm_sha256msg1_epu32(m[g & 3], m[(g + 1) & 3]);
+                x = _mm_add_epi32(x, _mm_alignr_epi8(m[(g + 3) & 3], m[(g + 2) & 3], 4));
+                w = _mm_sha256msg2_epu32(x, m[(g + 3) & 3]);
+            }
+            m[g & 3] = w;
+            __m128i k = _mm_add_epi32(w, _mm_loadu_si128((const __m128i *)&K256[4 * g]));
+            cdgh = _mm_sha256rnds2_epu32(cdgh, abef, k);
+            abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(k, 0x0E));
+        }
+        abef = _mm_add_epi32(abef, abef0);
+        cdgh = _mm_add_epi32(cdgh, cdgh0);
+    }
+
+    __m128i feba = _mm_shuffle_epi32(abef, 0x1B);
+    __m128i dchg = _mm_shuffle_epi32(cdgh, 0xB1);
+    _mm_storeu_si128((__m128i *)&s[0], _mm_blend_epi16(feba, dchg, 0xF0));
+    _mm_storeu_si128((__m128i *)&s[4], _mm_alignr_epi8(dchg, feba, 8));
+}
+
+static int cpu_has_shani(void)
+{
+    unsigned int a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return 0;
+    if (!(c & (1u << 19)) || !(c & (1u << 9))) /* SSE4.1, SSSE3 */
+        return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        return 0;
+    return (b >> 29) & 1; /* SHA */
+}
+#endif
+
+static void (*compress)(uint32_t s[8], const uint8_t *p, size_t nblocks) = compress_portable;
+
+typedef struct {
+    uint32_t h[8];
+    uint8_t buf[64];
+    size_t nbuf;
+    uint64_t len;
+} sha256_ctx;
+
+static void sha256_init(sha256_ctx *c)
+{
+    memcpy(c->h, H256, sizeof H256);
+    c->nbuf = 0;
+    c->len = 0;
+}
+
+static void sha256_update(sha256_ctx *c, const uint8_t *p, size_t n)
+{
+    if (n == 0)
+        return;
+    c->len += n;
+    if (c->nbuf) {
+        size_t take = 64 - c->nbuf < n ? 64 - c->nbuf : n;
+        memcpy(c->buf + c->nbuf, p, take);
+        c->nbuf += take;
+        p += take;
+        n -= take;
+        if (c->nbuf < 64)
+            return;
+        compress(c->h, c->buf, 1);
+        c->nbuf = 0;
+    }
+    if (n >= 64) {
+        compress(c->h, p, n / 64);
+        p += n - n % 64;
+        n %= 64;
+    }
+    memcpy(c->buf, p, n);
+    c->nbuf = n;
+}
+
+static void sha256_final(sha256_ctx *c, uint8_t out[32])
+{
+    uint64_t bits = c->len * 8;
+    c->buf[c->nbuf++] = 0x80;
+    if (c->nbuf > 56) {
+        memset(c->buf + c->nbuf, 0, 64 - c->nbuf);
+        compress(c->h, c->buf, 1);
+        c->nbuf = 0;
+    }
+    memset(c->buf + c->nbuf, 0, 56 - c->nbuf);
+    for (int i = 0; i < 8; i++)
+        c->buf[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
+    compress(c->h, c->buf, 1);
+    for (int i = 0; i < 8; i++) {
+        out[4 * i] = (uint8_t)(c->h[i] >> 24);
+        out[4 * i + 1] = (uint8_t)(c->h[i] >> 16);
+        out[4 * i + 2] = (uint8_t)(c->h[i] >> 8);
+        out[4 * i + 3] = (uint8_t)c->h[i];
+    }
+}
+
+/* SHA-256(a || b || c) */
+static void sha256_3(const uint8_t *a, size_t an, const uint8_t *b, size_t bn, const uint8_t *c, size_t cn,
+                     uint8_t out[32])
+{
+    sha256_ctx ctx;
+    sha256_init(&ctx);
+    sha256_update(&ctx, a, an);
+    sha256_update(&ctx, b, bn);
+    sha256_update(&ctx, c, cn);
+    sha256_final(&ctx, out);
+}
+
+/* ---- UTF-8 and JSON syntax -------------------------------------------------------- */
+
+/* Strict UTF-8, as Python's decoder: no overlongs, no surrogates, nothing past U+10FFFF. */
+static int utf8_ok(const uint8_t *p, const uint8_t *e)
+{
+    while (p < e) {
+        while (e - p >= 8) {
+            uint64_t v;
+            memcpy(&v, p, 8);
+            if (v & 0x8080808080808080ULL)
+                break;
+            p += 8;
+        }
+        if (p >= e)
+            break;
+        uint8_t c = *p;
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+        size_t need;
+        uint8_t lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF)
+            need = 1;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            need = 2;
+            if (c == 0xE0)
+                lo = 0xA0;
+            else if (c == 0xED)
+                hi = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            need = 3;
+            if (c == 0xF0)
+                lo = 0x90;
+            else if (c == 0xF4)
+                hi = 0x8F;
+        } else
+            return 0;
+        if ((size_t)(e - p) <= need)
+            return 0;
+        if (p[1] < lo || p[1] > hi)
+            return 0;
+        for (size_t i = 2; i <= need; i++)
+            if ((p[i] & 0xC0) != 0x80)
+                return 0;
+        p += need + 1;
+    }
+    return 1;
+}
+
+#define MAX_DEPTH 64
+
+/* Bytes that end a run of plain string characters: the quote, the backslash, controls. */
+static uint8_t str_stop[256];
+
+static inline int is_digit(uint8_t c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static inline const uint8_t *skip_ws(const uint8_t *p, const uint8_t *e)
+{
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+        p++;
+    return p;
+}
+
+/* p just after the opening quote; returns just after the closing one, or NULL. */
+static const uint8_t *json_string(const uint8_t *p, const uint8_t *e)
+{
+    for (;;) {
+        while (p < e && !str_stop[*p])
+            p++;
+        if (p >= e)
+            return NULL;
+        if (*p == '"')
+            return p + 1;
+        if (*p != '\\')
+            return NULL; /* a control character */
+        if (e - p < 2)
+            return NULL;
+        switch (p[1]) {
+        case '"':
+        case '\\':
+        case '/':
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't':
+            p += 2;
+            break;
+        case 'u': {
+            if (e - p < 6)
+                return NULL;
+            unsigned v = 0;
+            for (int i = 2; i < 6; i++) {
+                uint8_t h = p[i];
+                v <<= 4;
+                if (is_digit(h))
+                    v |= h - '0';
+                else if (h >= 'a' && h <= 'f')
+                    v |= h - 'a' + 10;
+                else if (h >= 'A' && h <= 'F')
+                    v |= h - 'A' + 10;
+                else
+                    return NULL;
+            }
+            if (v >= 0xD800 && v <= 0xDFFF)
+                return NULL; /* pairing rules: the reference decides */
+            p += 6;
+            break;
+        }
+        default:
+            return NULL;
+        }
+    }
+}
+
+static const uint8_t *json_number(const uint8_t *p, const uint8_t *e)
+{
+    if (*p == '-')
+        p++;
+    if (p >= e)
+        return NULL;
+    if (*p == '0')
+        p++;
+    else if (*p >= '1' && *p <= '9')
+        while (p < e && is_digit(*p))
+            p++;
+    else
+        return NULL;
+    if (p < e && *p == '.') {
+        p++;
+        if (p >= e || !is_digit(*p))
+            return NULL;
+        while (p < e && is_digit(*p))
+            p++;
+    }
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < e && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= e || !is_digit(*p))
+            return NULL;
+        while (p < e && is_digit(*p))
+            p++;
+    }
+    return p;
+}
+
+static const uint8_t *json_value(const uint8_t *p, const uint8_t *e, int depth);
+
+static const uint8_t *json_container(const uint8_t *p, const uint8_t *e, int depth)
+{
+    const uint8_t close = *p == '{' ? '}' : ']';
+    const int object = close == '}';
+    if (depth >= MAX_DEPTH)
+        return NULL;
+    p = skip_ws(p + 1, e);
+    if (p < e && *p == close)
+        return p + 1;
+    for (;;) {
+        if (object) {
+            if (p >= e || *p != '"')
+                return NULL;
+            p = json_string(p + 1, e);
+            if (p == NULL)
+                return NULL;
+            p = skip_ws(p, e);
+            if (p >= e || *p != ':')
+                return NULL;
+            p = skip_ws(p + 1, e);
+        }
+        p = json_value(p, e, depth + 1);
+        if (p == NULL)
+            return NULL;
+        p = skip_ws(p, e);
+        if (p >= e)
+            return NULL;
+        if (*p == close)
+            return p + 1;
+        if (*p != ',')
+            return NULL;
+        p = skip_ws(p + 1, e);
+    }
+}
+
+static const uint8_t *json_value(const uint8_t *p, const uint8_t *e, int depth)
+{
+    if (p >= e)
+        return NULL;
+    switch (*p) {
+    case '{':
+    case '[':
+        return json_container(p, e, depth);
+    case '"':
+        return json_string(p + 1, e);
+    case 't':
+        return e - p >= 4 && memcmp(p, "true", 4) == 0 ? p + 4 : NULL;
+    case 'f':
+        return e - p >= 5 && memcmp(p, "false", 5) == 0 ? p + 5 : NULL;
+    case 'n':
+        return e - p >= 4 && memcmp(p, "null", 4) == 0 ? p + 4 : NULL;
+    default:
+        if (*p == '-' || is_digit(*p))
+            return json_number(p, e);
+        return NULL;
+    }
+}
+
+/* ---- one line --------------------------------------------------------------------- */
+
+#define TRAILER 76 /* ,"chain":"<64 hex>"} */
+#define STACK_MAX 128
+
+typedef struct {
+    uint8_t prev[32];     /* C_(seq-1) */
+    long long index;      /* the seq the next line must have */
+    long long begin;      /* leaf index of the chunk's first line */
+    uint8_t stack[STACK_MAX][32];
+    int depth;
+    Py_ssize_t max_line;
+} scan_state;
+
+static const char HEX[] = "0123456789abcdef";
+
+static int is_special_kind(const uint8_t *k, size_t n)
+{
+    return (n == 14 && memcmp(k, "session.opened", 14) == 0) ||
+           (n == 17 && memcmp(k, "ledger.checkpoint", 17) == 0) ||
+           (n == 14 && memcmp(k, "session.sealed", 14) == 0);
+}
+
+/* Accept line [p, p+n) (without its LF) and advance st, or return 0 and touch nothing. */
+static int accept_line(scan_state *st, const uint8_t *p, Py_ssize_t n)
+{
+    static const char digits_ts[] = "dddd-dd-ddTdd:dd:dd.ddddddZ";
+    if (n > st->max_line || n < TRAILER + 64 || st->depth >= STACK_MAX - 1)
+        return 0;
+    const uint8_t *e = p + n;
+    const uint8_t *body_end = e - TRAILER; /* E_i is [p, body_end) followed by '}' */
+    if (memcmp(body_end, ",\"chain\":\"", 10) != 0 || e[-2] != '"' || e[-1] != '}')
+        return 0;
+
+    /* Header, byte for byte as verify._HEADER. */
+    const uint8_t *q = p;
+    if (memcmp(q, "{\"v\":1,\"seq\":", 13) != 0)
+        return 0;
+    q += 13;
+    if (*q < '1' || *q > '9')
+        return 0; /* seq 0 is session.opened (special); anything else is an error */
+    long long seq = 0;
+    int nd = 0;
+    while (q < body_end && is_digit(*q) && nd < 18) {
+        seq = seq * 10 + (*q - '0');
+        q++;
+        nd++;
+    }
+    if (seq != st->index || body_end - q < 7 + 27 + 10 || memcmp(q, ",\"ts\":\"", 7) != 0)
+        return 0;
+    q += 7;
+    for (int i = 0; i < 27; i++) {
+        char want = digits_ts[i];
+        if (want == 'd' ? !is_digit(q[i]) : q[i] != (uint8_t)want)
+            return 0;
+    }
+    q += 27;
+    if (memcmp(q, "\",\"kind\":\"", 10) != 0)
+        return 0;
+    q += 10;
+    const uint8_t *kind = q;
+    while (q < body_end && *q != '"') {
+        if (*q == '\\' || *q < 0x20)
+            return 0;
+        q++;
+    }
+    if (q == kind || body_end - q < 9 + 2 || memcmp(q, "\",\"data\":{", 10) != 0)
+        return 0;
+    if (is_special_kind(kind, (size_t)(q - kind)))
+        return 0;
+    const uint8_t *data = q + 9;
+
+    /* data: exactly one JSON object, nothing after it. Then UTF-8 of all of E_i. */
+    if (json_value(data, body_end, 0) != body_end)
+        return 0;
+    if (!utf8_ok(p, body_end))
+        return 0;
+
+    /* Leaf, chain, and the stored chain value in lowercase hex. */
+    static const uint8_t zero = 0x00, one = 0x01, brace = '}';
+    uint8_t leaf[32], chain[32];
+    sha256_3(&zero, 1, p, (size_t)(body_end - p), &brace, 1, leaf);
+    sha256_3(st->prev, 32, leaf, 32, NULL, 0, chain);
+    const uint8_t *stored = e - 66;
+    for (int i = 0; i < 32; i++)
+        if (stored[2 * i] != (uint8_t)HEX[chain[i] >> 4] || stored[2 * i + 1] != (uint8_t)HEX[chain[i] & 15])
+            return 0;
+
+    /* Fold the leaf into the compact range: merge with each left sibling in the chunk. */
+    uint8_t h[32];
+    memcpy(h, leaf, 32);
+    long long j = seq;
+    int lv = 0;
+    while ((j & 1) && ((j - 1) << lv) >= st->begin) {
+        st->depth--;
+        sha256_3(&one, 1, st->stack[st->depth], 32, h, 32, h);
+        j >>= 1;
+        lv++;
+    }
+    memcpy(st->stack[st->depth++], h, 32);
+    memcpy(st->prev, chain, 32);
+    st->index++;
+    return 1;
+}
+
+/* ---- the Python entry points ------------------------------------------------------ */
+
+PyDoc_STRVAR(scan_doc,
+             "scan(buf, pos, prev, index, begin, stack, max_line) -> (pos, count, chain)\n\n"
+             "Check and fold the plain lines of buf from pos, as verify._scan_lines would.\n"
+             "prev is C_(index-1); stack (a list of 32-byte subtree hashes, updated in place)\n"
+             "is the compact range of the chunk begun at leaf ``begin``. Stops at the first\n"
+             "line it does not accept, or that has no LF in buf: pos is that line's start,\n"
+             "count the lines accepted, chain the last accepted line's chain value.");
+
+static PyObject *scan(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    Py_ssize_t pos, prev_len, max_line;
+    const char *prev;
+    long long index, begin;
+    PyObject *stack;
+    if (!PyArg_ParseTuple(args, "y*ny#LLO!n", &buf, &pos, &prev, &prev_len, &index, &begin, &PyList_Type, &stack,
+                          &max_line))
+        return NULL;
+    PyObject *result = NULL;
+    scan_state *st = PyMem_Malloc(sizeof *st);
+    if (st == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t depth = PyList_GET_SIZE(stack);
+    if (prev_len != 32 || index < 1 || begin < 0 || pos < 0 || pos > buf.len || depth >= STACK_MAX - 1) {
+        PyErr_SetString(PyExc_ValueError, "scan: bad state");
+        goto done;
+    }
+    memcpy(st->prev, prev, 32);
+    st->index = index;
+    st->begin = begin;
+    st->depth = (int)depth;
+    st->max_line = max_line;
+    for (Py_ssize_t i = 0; i < depth; i++) {
+        PyObject *item = PyList_GET_ITEM(stack, i);
+        if (!PyBytes_Check(item) || PyBytes_GET_SIZE(item) != 32) {
+            PyErr_SetString(PyExc_ValueError, "scan: stack items must be 32 bytes");
+            goto done;
+        }
+        memcpy(st->stack[i], PyBytes_AS_STRING(item), 32);
+    }
+
+    const uint8_t *base = buf.buf;
+    Py_ssize_t count = 0;
+    Py_BEGIN_ALLOW_THREADS
+    while (pos < buf.len) {
+        const uint8_t *line = base + pos;
+        const uint8_t *lf = memchr(line, '\n', (size_t)(buf.len - pos));
+        if (lf == NULL || !accept_line(st, line, lf - line))
+            break;
+        pos += lf - line + 1;
+        count++;
+    }
+    Py_END_ALLOW_THREADS
+
+    if (count) {
+        /* Write the stack back: the list's items are replaced by the C stack. */
+        PyObject *items = PyList_New(st->depth);
+        if (items == NULL)
+            goto done;
+        for (int i = 0; i < st->depth; i++) {
+            PyObject *b = PyBytes_FromStringAndSize((const char *)st->stack[i], 32);
+            if (b == NULL) {
+                Py_DECREF(items);
+                goto done;
+            }
+            PyList_SET_ITEM(items, i, b);
+        }
+        int rc = PyList_SetSlice(stack, 0, PyList_GET_SIZE(stack), items);
+        Py_DECREF(items);
+        if (rc < 0)
+            goto done;
+    }
+    result = Py_BuildValue("nny#", pos, count, (const char *)st->prev, (Py_ssize_t)32);
+done:
+    PyMem_Free(st);
+    PyBuffer_Release(&buf);
+    return result;
+}
+
+PyDoc_STRVAR(sha256_doc, "sha256(data) -> bytes\n\nThe built-in SHA-256 (for tests against hashlib).");
+
+static PyObject *py_sha256(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    if (!PyArg_ParseTuple(args, "y*", &buf))
+        return NULL;
+    uint8_t out[32];
+    sha256_3(buf.buf, (size_t)buf.len, NULL, 0, NULL, 0, out);
+    PyBuffer_Release(&buf);
+    return PyBytes_FromStringAndSize((const char *)out, 32);
+}
+
+PyDoc_STRVAR(json_object_ok_doc,
+             "json_object_ok(data) -> bool\n\nTrue when data is exactly one JSON object that scan() would accept.");
+
+static PyObject *py_json_object_ok(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    if (!PyArg_ParseTuple(args, "y*", &buf))
+        return NULL;
+    const uint8_t *p = buf.buf, *e = p + buf.len;
+    int ok = buf.len > 0 && *p == '{' && json_value(p, e, 0) == e;
+    PyBuffer_Release(&buf);
+    return PyBool_FromLong(ok);
+}
+
+PyDoc_STRVAR(utf8_ok_doc, "utf8_ok(data) -> bool\n\nTrue when data is strict UTF-8.");
+
+static PyObject *py_utf8_ok(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    if (!PyArg_ParseTuple(args, "y*", &buf))
+        return NULL;
+    const uint8_t *p = buf.buf;
+    int ok = utf8_ok(p, p + buf.len);
+    PyBuffer_Release(&buf);
+    return PyBool_FromLong(ok);
+}
+
+static PyMethodDef methods[] = {
+    {"scan", scan, METH_VARARGS, scan_doc},
+    {"sha256", py_sha256, METH_VARARGS, sha256_doc},
+    {"json_object_ok", py_json_object_ok, METH_VARARGS, json_object_ok_doc},
+    {"utf8_ok", py_utf8_ok, METH_VARARGS, utf8_ok_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "ledger._speedups",
+    .m_doc = "The verify hot loop in C (see verify._scan_lines).",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__speedups(void)
+{
+    for (int c = 0; c < 0x20; c++)
+        str_stop[c] = 1;
+    str_stop['"'] = 1;
+    str_stop['\\'] = 1;
+    const char *impl = "portable";
+#ifdef LEDGER_X86
+    if (cpu_has_shani()) {
+        compress = compress_shani;
+        impl = "sha-ni";
+    }
+#endif
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddStringConstant(m, "SHA256_IMPL", impl) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
