@@ -536,8 +536,8 @@ static int accept_line(scan_state *st, const uint8_t *p, Py_ssize_t n)
 /* ---- the Python entry points ------------------------------------------------------ */
 
 PyDoc_STRVAR(scan_doc,
-             "scan(buf, pos, prev, index, begin, stack, max_line) -> (pos, count, chain)\n\n"
-             "Check and fold the plain lines of buf from pos, as verify._scan_lines would.\n"
+             "scan(buf, pos, end, prev, index, begin, stack, max_line) -> (pos, count, chain)\n\n"
+             "Check and fold the plain lines of buf[pos:end], as verify._scan_lines would.\n"
              "prev is C_(index-1); stack (a list of 32-byte subtree hashes, updated in place)\n"
              "is the compact range of the chunk begun at leaf ``begin``. Stops at the first\n"
              "line it does not accept, or that has no LF in buf: pos is that line's start,\n"
@@ -546,11 +546,11 @@ PyDoc_STRVAR(scan_doc,
 static PyObject *scan(PyObject *self, PyObject *args)
 {
     Py_buffer buf;
-    Py_ssize_t pos, prev_len, max_line;
+    Py_ssize_t pos, end, prev_len, max_line;
     const char *prev;
     long long index, begin;
     PyObject *stack;
-    if (!PyArg_ParseTuple(args, "y*ny#LLO!n", &buf, &pos, &prev, &prev_len, &index, &begin, &PyList_Type, &stack,
+    if (!PyArg_ParseTuple(args, "y*nny#LLO!n", &buf, &pos, &end, &prev, &prev_len, &index, &begin, &PyList_Type, &stack,
                           &max_line))
         return NULL;
     PyObject *result = NULL;
@@ -560,7 +560,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
         goto done;
     }
     Py_ssize_t depth = PyList_GET_SIZE(stack);
-    if (prev_len != 32 || index < 1 || begin < 0 || pos < 0 || pos > buf.len || depth >= STACK_MAX - 1) {
+    if (prev_len != 32 || index < 1 || begin < 0 || pos < 0 || end < pos || end > buf.len || depth >= STACK_MAX - 1) {
         PyErr_SetString(PyExc_ValueError, "scan: bad state");
         goto done;
     }
@@ -581,9 +581,9 @@ static PyObject *scan(PyObject *self, PyObject *args)
     const uint8_t *base = buf.buf;
     Py_ssize_t count = 0;
     Py_BEGIN_ALLOW_THREADS
-    while (pos < buf.len) {
+    while (pos < end) {
         const uint8_t *line = base + pos;
-        const uint8_t *lf = memchr(line, '\n', (size_t)(buf.len - pos));
+        const uint8_t *lf = memchr(line, '\n', (size_t)(end - pos));
         if (lf == NULL || !accept_line(st, line, lf - line))
             break;
         pos += lf - line + 1;
