@@ -92,29 +92,44 @@ static void compress_portable(uint32_t s[8], const uint8_t *p, size_t nblocks)
  * rounds per sha256rnds2. The message schedule for rounds 16..63 is computed four
  * words at a time, just before use: W[t..t+3] from msg1 (sigma0 terms), the W[t-7]
  * words and msg2 (sigma1 terms). */
-__attribute__((target("sha,sse4.1,ssse3"))) static void compress_shani(uint32_t s[8], const uint8_t *p,
-                                                                      size_t nblocks)
+#define SHANI __attribute__((target("sha,sse4.1,ssse3")))
+
+SHANI static inline void shani_load(const uint32_t s[8], __m128i *abef, __m128i *cdgh)
+{
+    __m128i cdab = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&s[0]), 0xB1);
+    __m128i efgh = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&s[4]), 0x1B);
+    *abef = _mm_alignr_epi8(cdab, efgh, 8);
+    *cdgh = _mm_blend_epi16(efgh, cdab, 0xF0);
+}
+
+SHANI static inline void shani_store(uint32_t s[8], __m128i abef, __m128i cdgh)
+{
+    __m128i feba = _mm_shuffle_epi32(abef, 0x1B);
+    __m128i dchg = _mm_shuffle_epi32(cdgh, 0xB1);
+    _mm_storeu_si128((__m128i *)&s[0], _mm_blend_epi16(feba, dchg, 0xF0));
+    _mm_storeu_si128((__m128i *)&s[4], _mm_alignr_epi8(dchg, feba, 8));
+}
+
+/* W[4g..4g+3] for g >= 4, from the four previous groups held in m[(g+k) & 3]. */
+SHANI static inline __m128i shani_schedule(const __m128i m[4], int g)
+{
+    __m128i x = _mm_sha256msg1_epu32(m[g & 3], m[(g + 1) & 3]);
+    x = _mm_add_epi32(x, _mm_alignr_epi8(m[(g + 3) & 3], m[(g + 2) & 3], 4));
+    return _mm_sha256msg2_epu32(x, m[(g + 3) & 3]);
+}
+
+SHANI static void compress_shani(uint32_t s[8], const uint8_t *p, size_t nblocks)
 {
     const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
-    __m128i dcba = _mm_loadu_si128((const __m128i *)&s[0]);
-    __m128i hgfe = _mm_loadu_si128((const __m128i *)&s[4]);
-    __m128i cdab = _mm_shuffle_epi32(dcba, 0xB1);
-    __m128i efgh = _mm_shuffle_epi32(hgfe, 0x1B);
-    __m128i abef = _mm_alignr_epi8(cdab, efgh, 8);
-    __m128i cdgh = _mm_blend_epi16(efgh, cdab, 0xF0);
-
+    __m128i abef, cdgh;
+    shani_load(s, &abef, &cdgh);
     for (; nblocks; nblocks--, p += 64) {
         const __m128i abef0 = abef, cdgh0 = cdgh;
         __m128i m[4];
+#pragma GCC unroll 16
         for (int g = 0; g < 16; g++) {
-            __m128i w;
-            if (g < 4) {
-                w = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * g)), bswap);
-            } else {
-                __m128i x = _mm_sha256msg1_epu32(m[g & 3], m[(g + 1) & 3]);
-                x = _mm_add_epi32(x, _mm_alignr_epi8(m[(g + 3) & 3], m[(g + 2) & 3], 4));
-                w = _mm_sha256msg2_epu32(x, m[(g + 3) & 3]);
-            }
+            __m128i w = g < 4 ? _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * g)), bswap)
+                              : shani_schedule(m, g);
             m[g & 3] = w;
             __m128i k = _mm_add_epi32(w, _mm_loadu_si128((const __m128i *)&K256[4 * g]));
             cdgh = _mm_sha256rnds2_epu32(cdgh, abef, k);
@@ -123,11 +138,40 @@ __attribute__((target("sha,sse4.1,ssse3"))) static void compress_shani(uint32_t 
         abef = _mm_add_epi32(abef, abef0);
         cdgh = _mm_add_epi32(cdgh, cdgh0);
     }
+    shani_store(s, abef, cdgh);
+}
 
-    __m128i feba = _mm_shuffle_epi32(abef, 0x1B);
-    __m128i dchg = _mm_shuffle_epi32(cdgh, 0xB1);
-    _mm_storeu_si128((__m128i *)&s[0], _mm_blend_epi16(feba, dchg, 0xF0));
-    _mm_storeu_si128((__m128i *)&s[4], _mm_alignr_epi8(dchg, feba, 8));
+/* One block each of two independent messages, their rounds interleaved: a round
+ * waits for the one before it, so one message alone leaves the unit idle. */
+SHANI static void compress2_shani(uint32_t sa[8], const uint8_t *pa, uint32_t sb[8], const uint8_t *pb)
+{
+    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i abef_a, cdgh_a, abef_b, cdgh_b;
+    shani_load(sa, &abef_a, &cdgh_a);
+    shani_load(sb, &abef_b, &cdgh_b);
+    const __m128i abef_a0 = abef_a, cdgh_a0 = cdgh_a, abef_b0 = abef_b, cdgh_b0 = cdgh_b;
+    __m128i ma[4], mb[4];
+#pragma GCC unroll 16
+    for (int g = 0; g < 16; g++) {
+        __m128i wa, wb;
+        if (g < 4) {
+            wa = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(pa + 16 * g)), bswap);
+            wb = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(pb + 16 * g)), bswap);
+        } else {
+            wa = shani_schedule(ma, g);
+            wb = shani_schedule(mb, g);
+        }
+        ma[g & 3] = wa;
+        mb[g & 3] = wb;
+        const __m128i kg = _mm_loadu_si128((const __m128i *)&K256[4 * g]);
+        __m128i ka = _mm_add_epi32(wa, kg), kb = _mm_add_epi32(wb, kg);
+        cdgh_a = _mm_sha256rnds2_epu32(cdgh_a, abef_a, ka);
+        cdgh_b = _mm_sha256rnds2_epu32(cdgh_b, abef_b, kb);
+        abef_a = _mm_sha256rnds2_epu32(abef_a, cdgh_a, _mm_shuffle_epi32(ka, 0x0E));
+        abef_b = _mm_sha256rnds2_epu32(abef_b, cdgh_b, _mm_shuffle_epi32(kb, 0x0E));
+    }
+    shani_store(sa, _mm_add_epi32(abef_a, abef_a0), _mm_add_epi32(cdgh_a, cdgh_a0));
+    shani_store(sb, _mm_add_epi32(abef_b, abef_b0), _mm_add_epi32(cdgh_b, cdgh_b0));
 }
 
 static int cpu_has_shani(void)
@@ -143,7 +187,14 @@ static int cpu_has_shani(void)
 }
 #endif
 
+static void compress2_portable(uint32_t sa[8], const uint8_t *pa, uint32_t sb[8], const uint8_t *pb)
+{
+    compress_portable(sa, pa, 1);
+    compress_portable(sb, pb, 1);
+}
+
 static void (*compress)(uint32_t s[8], const uint8_t *p, size_t nblocks) = compress_portable;
+static void (*compress2)(uint32_t sa[8], const uint8_t *pa, uint32_t sb[8], const uint8_t *pb) = compress2_portable;
 
 typedef struct {
     uint32_t h[8];
@@ -215,6 +266,148 @@ static void sha256_3(const uint8_t *a, size_t an, const uint8_t *b, size_t bn, c
     sha256_update(&ctx, b, bn);
     sha256_update(&ctx, c, cn);
     sha256_final(&ctx, out);
+}
+
+static inline void state_digest(const uint32_t h[8], uint8_t out[32])
+{
+    for (int i = 0; i < 8; i++) {
+        out[4 * i] = (uint8_t)(h[i] >> 24);
+        out[4 * i + 1] = (uint8_t)(h[i] >> 16);
+        out[4 * i + 2] = (uint8_t)(h[i] >> 8);
+        out[4 * i + 3] = (uint8_t)h[i];
+    }
+}
+
+/* ---- the three hashes of the format, as padded blocks ------------------------------ */
+
+/* A leaf message 0x00 || E_i as blocks: the first block copied (it starts with the
+ * prefix byte), the whole blocks after it read in place, the rest and the padding
+ * copied into tail. */
+typedef struct {
+    const uint8_t *mid;
+    size_t nhead, nmid, ntail;
+    uint8_t head[64];
+    uint8_t tail[128];
+} leaf_msg;
+
+static inline const uint8_t *leaf_block(const leaf_msg *m, size_t i)
+{
+    if (i < m->nhead)
+        return m->head;
+    i -= m->nhead;
+    return i < m->nmid ? m->mid + 64 * i : m->tail + 64 * (i - m->nmid);
+}
+
+/* tail[0..r) holds the message's last bytes: add 0x80, zeros and the bit length. */
+static void pad_tail(leaf_msg *m, size_t r, uint64_t total)
+{
+    m->tail[r] = 0x80;
+    m->ntail = r + 1 + 8 <= 64 ? 1 : 2;
+    size_t end = 64 * m->ntail;
+    memset(m->tail + r + 1, 0, end - 8 - (r + 1));
+    for (int i = 0; i < 8; i++)
+        m->tail[end - 8 + i] = (uint8_t)((total * 8) >> (56 - 8 * i));
+}
+
+/* 0x00 || body || '}': E_i is the line up to its chain key, plus the closing brace. */
+static void leaf_msg_init(leaf_msg *m, const uint8_t *body, size_t n)
+{
+    const uint64_t total = (uint64_t)n + 2;
+    if (n < 63) {
+        m->nhead = m->nmid = 0;
+        m->mid = NULL;
+        m->tail[0] = 0x00;
+        memcpy(m->tail + 1, body, n);
+        m->tail[n + 1] = '}';
+        pad_tail(m, n + 2, total);
+        return;
+    }
+    m->head[0] = 0x00;
+    memcpy(m->head + 1, body, 63);
+    m->nhead = 1;
+    body += 63;
+    n -= 63;
+    m->mid = body;
+    m->nmid = n / 64;
+    size_t r = n % 64;
+    memcpy(m->tail, body + 64 * m->nmid, r);
+    m->tail[r] = '}';
+    pad_tail(m, r + 1, total);
+}
+
+static void leaf_hash(const leaf_msg *m, uint8_t out[32])
+{
+    uint32_t h[8];
+    memcpy(h, H256, sizeof h);
+    if (m->nhead)
+        compress(h, m->head, 1);
+    if (m->nmid)
+        compress(h, m->mid, m->nmid);
+    compress(h, m->tail, m->ntail);
+    state_digest(h, out);
+}
+
+/* Two leaves at once, block by block, then whichever message is longer alone. */
+static void leaf_hash2(const leaf_msg *a, uint8_t out_a[32], const leaf_msg *b, uint8_t out_b[32])
+{
+    uint32_t ha[8], hb[8];
+    memcpy(ha, H256, sizeof ha);
+    memcpy(hb, H256, sizeof hb);
+    const size_t na = a->nhead + a->nmid + a->ntail, nb = b->nhead + b->nmid + b->ntail;
+    size_t i = 0;
+    for (; i < na && i < nb; i++)
+        compress2(ha, leaf_block(a, i), hb, leaf_block(b, i));
+    for (; i < na; i++)
+        compress(ha, leaf_block(a, i), 1);
+    for (; i < nb; i++)
+        compress(hb, leaf_block(b, i), 1);
+    state_digest(ha, out_a);
+    state_digest(hb, out_b);
+}
+
+/* The chain message C_(i-1) || L_i (64 bytes) and the node message 0x01 || l || r
+ * (65 bytes) both fill exactly two blocks once padded. */
+typedef struct {
+    uint8_t b[128];
+} two_blocks;
+
+static void chain_msg(two_blocks *m, const uint8_t prev[32], const uint8_t leaf[32])
+{
+    memcpy(m->b, prev, 32);
+    memcpy(m->b + 32, leaf, 32);
+    memset(m->b + 64, 0, 64);
+    m->b[64] = 0x80;
+    m->b[126] = 0x02; /* 512 bits */
+}
+
+static void node_msg(two_blocks *m, const uint8_t left[32], const uint8_t right[32])
+{
+    m->b[0] = 0x01;
+    memcpy(m->b + 1, left, 32);
+    memcpy(m->b + 33, right, 32);
+    memset(m->b + 65, 0, 63);
+    m->b[65] = 0x80;
+    m->b[126] = 0x02; /* 520 bits */
+    m->b[127] = 0x08;
+}
+
+static void two_hash(const two_blocks *m, uint8_t out[32])
+{
+    uint32_t h[8];
+    memcpy(h, H256, sizeof h);
+    compress(h, m->b, 2);
+    state_digest(h, out);
+}
+
+static void two_hash2(const two_blocks *a, uint8_t out_a[32], const two_blocks *b, uint8_t out_b[32])
+{
+    uint32_t ha[8], hb[8];
+    memcpy(ha, H256, sizeof ha);
+    memcpy(hb, H256, sizeof hb);
+    compress2(ha, a->b, hb, b->b);
+    compress2(ha, a->b + 64, hb, b->b + 64);
+    state_digest(ha, out_a);
+    state_digest(hb, out_b);
 }
 
 /* ---- UTF-8 and JSON syntax -------------------------------------------------------- */
@@ -451,14 +644,21 @@ static int is_special_kind(const uint8_t *k, size_t n)
            (n == 14 && memcmp(k, "session.sealed", 14) == 0);
 }
 
-/* Accept line [p, p+n) (without its LF) and advance st, or return 0 and touch nothing. */
-static int accept_line(scan_state *st, const uint8_t *p, Py_ssize_t n)
+typedef struct {
+    long long seq;
+    const uint8_t *body_end; /* E_i is [line, body_end) followed by '}' */
+    const uint8_t *stored;   /* the 64 hex digits of the stored chain value */
+} line_info;
+
+/* Everything about line [p, p+n) (without its LF) that needs no hash: 1 when the
+ * helper may take it as line ``want_seq``, 0 when it leaves it to the reference. */
+static int check_line(const scan_state *st, long long want_seq, const uint8_t *p, Py_ssize_t n, line_info *li)
 {
     static const char digits_ts[] = "dddd-dd-ddTdd:dd:dd.ddddddZ";
-    if (n > st->max_line || n < TRAILER + 64 || st->depth >= STACK_MAX - 1)
+    if (n > st->max_line || n < TRAILER + 64)
         return 0;
     const uint8_t *e = p + n;
-    const uint8_t *body_end = e - TRAILER; /* E_i is [p, body_end) followed by '}' */
+    const uint8_t *body_end = e - TRAILER;
     if (memcmp(body_end, ",\"chain\":\"", 10) != 0 || e[-2] != '"' || e[-1] != '}')
         return 0;
 
@@ -476,7 +676,7 @@ static int accept_line(scan_state *st, const uint8_t *p, Py_ssize_t n)
         q++;
         nd++;
     }
-    if (seq != st->index || body_end - q < 7 + 27 + 10 || memcmp(q, ",\"ts\":\"", 7) != 0)
+    if (seq != want_seq || body_end - q < 7 + 27 + 10 || memcmp(q, ",\"ts\":\"", 7) != 0)
         return 0;
     q += 7;
     for (int i = 0; i < 27; i++) {
@@ -505,32 +705,90 @@ static int accept_line(scan_state *st, const uint8_t *p, Py_ssize_t n)
         return 0;
     if (!utf8_ok(p, body_end))
         return 0;
+    li->seq = seq;
+    li->body_end = body_end;
+    li->stored = e - 66;
+    return 1;
+}
 
-    /* Leaf, chain, and the stored chain value in lowercase hex. */
-    static const uint8_t zero = 0x00, one = 0x01, brace = '}';
-    uint8_t leaf[32], chain[32];
-    sha256_3(&zero, 1, p, (size_t)(body_end - p), &brace, 1, leaf);
-    sha256_3(st->prev, 32, leaf, 32, NULL, 0, chain);
-    const uint8_t *stored = e - 66;
+static int hex_equal(const uint8_t *hex, const uint8_t v[32])
+{
     for (int i = 0; i < 32; i++)
-        if (stored[2 * i] != (uint8_t)HEX[chain[i] >> 4] || stored[2 * i + 1] != (uint8_t)HEX[chain[i] & 15])
+        if (hex[2 * i] != (uint8_t)HEX[v[i] >> 4] || hex[2 * i + 1] != (uint8_t)HEX[v[i] & 15])
             return 0;
+    return 1;
+}
 
-    /* Fold the leaf into the compact range: merge with each left sibling in the chunk. */
-    uint8_t h[32];
-    memcpy(h, leaf, 32);
-    long long j = seq;
-    int lv = 0;
-    while ((j & 1) && ((j - 1) << lv) >= st->begin) {
-        st->depth--;
-        sha256_3(&one, 1, st->stack[st->depth], 32, h, 32, h);
-        j >>= 1;
-        lv++;
+/* Given a checked line's leaf: its chain value (with the first Merkle merge alongside),
+ * the compare with the stored value, the rest of the fold. 1 when the line is taken
+ * and st advanced; 0 with st untouched. */
+static int finish_line(scan_state *st, const line_info *li, const uint8_t leaf[32])
+{
+    /* The leaf merges with each left sibling that lies inside the chunk. */
+    int k = 0;
+    for (long long j = li->seq, lv = 0; (j & 1) && ((j - 1) << lv) >= st->begin; j >>= 1, lv++)
+        k++;
+    if (k > st->depth || st->depth - k >= STACK_MAX - 1)
+        return 0;
+    two_blocks cm, nm;
+    uint8_t chain[32], h[32];
+    chain_msg(&cm, st->prev, leaf);
+    if (k) {
+        node_msg(&nm, st->stack[st->depth - 1], leaf);
+        two_hash2(&cm, chain, &nm, h);
+    } else {
+        two_hash(&cm, chain);
+        memcpy(h, leaf, 32);
     }
+    if (!hex_equal(li->stored, chain))
+        return 0;
+    for (int i = 1; i < k; i++) {
+        node_msg(&nm, st->stack[st->depth - 1 - i], h);
+        two_hash(&nm, h);
+    }
+    st->depth -= k;
     memcpy(st->stack[st->depth++], h, 32);
     memcpy(st->prev, chain, 32);
     st->index++;
     return 1;
+}
+
+/* Take lines from buf[*pos:end), two at a time where both check (their leaves hashed
+ * together); stop at the first line not taken. Returns the number taken. */
+static Py_ssize_t scan_lines(scan_state *st, const uint8_t *base, Py_ssize_t *pos, Py_ssize_t end)
+{
+    Py_ssize_t count = 0;
+    leaf_msg ma, mb;
+    uint8_t leaf_a[32], leaf_b[32];
+    line_info la, lb;
+    while (*pos < end) {
+        const uint8_t *a = base + *pos;
+        const uint8_t *lf_a = memchr(a, '\n', (size_t)(end - *pos));
+        if (lf_a == NULL || !check_line(st, st->index, a, lf_a - a, &la))
+            break;
+        const uint8_t *b = lf_a + 1;
+        const uint8_t *lf_b = b < base + end ? memchr(b, '\n', (size_t)(base + end - b)) : NULL;
+        leaf_msg_init(&ma, a, (size_t)(la.body_end - a));
+        if (lf_b == NULL || !check_line(st, st->index + 1, b, lf_b - b, &lb)) {
+            leaf_hash(&ma, leaf_a);
+            if (finish_line(st, &la, leaf_a)) {
+                *pos = b - base;
+                count++;
+            }
+            break; /* the next line is not the helper's */
+        }
+        leaf_msg_init(&mb, b, (size_t)(lb.body_end - b));
+        leaf_hash2(&ma, leaf_a, &mb, leaf_b);
+        if (!finish_line(st, &la, leaf_a))
+            break;
+        *pos = b - base;
+        count++;
+        if (!finish_line(st, &lb, leaf_b))
+            break;
+        *pos = lf_b + 1 - base;
+        count++;
+    }
+    return count;
 }
 
 /* ---- the Python entry points ------------------------------------------------------ */
@@ -581,14 +839,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
     const uint8_t *base = buf.buf;
     Py_ssize_t count = 0;
     Py_BEGIN_ALLOW_THREADS
-    while (pos < end) {
-        const uint8_t *line = base + pos;
-        const uint8_t *lf = memchr(line, '\n', (size_t)(end - pos));
-        if (lf == NULL || !accept_line(st, line, lf - line))
-            break;
-        pos += lf - line + 1;
-        count++;
-    }
+    count = scan_lines(st, base, &pos, end);
     Py_END_ALLOW_THREADS
 
     if (count) {
@@ -682,6 +933,7 @@ PyMODINIT_FUNC PyInit__speedups(void)
 #ifdef LEDGER_X86
     if (cpu_has_shani()) {
         compress = compress_shani;
+        compress2 = compress2_shani;
         impl = "sha-ni";
     }
 #endif
