@@ -412,58 +412,76 @@ static void two_hash2(const two_blocks *a, uint8_t out_a[32], const two_blocks *
 
 /* ---- UTF-8 and JSON syntax -------------------------------------------------------- */
 
-/* Strict UTF-8, as Python's decoder: no overlongs, no surrogates, nothing past U+10FFFF. */
+/* The length of the strict UTF-8 sequence at p (as Python's decoder: no overlongs, no
+ * surrogates, nothing past U+10FFFF), or 0 when there is none. */
+static size_t utf8_seq(const uint8_t *p, const uint8_t *e)
+{
+    uint8_t c = *p;
+    if (c < 0x80)
+        return 1;
+    size_t need;
+    uint8_t lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF)
+        need = 1;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        need = 2;
+        if (c == 0xE0)
+            lo = 0xA0;
+        else if (c == 0xED)
+            hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        need = 3;
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F;
+    } else
+        return 0;
+    if ((size_t)(e - p) <= need || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i <= need; i++)
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+    return need + 1;
+}
+
 static int utf8_ok(const uint8_t *p, const uint8_t *e)
 {
     while (p < e) {
-        while (e - p >= 8) {
-            uint64_t v;
-            memcpy(&v, p, 8);
-            if (v & 0x8080808080808080ULL)
-                break;
-            p += 8;
-        }
-        if (p >= e)
-            break;
-        uint8_t c = *p;
-        if (c < 0x80) {
-            p++;
-            continue;
-        }
-        size_t need;
-        uint8_t lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF)
-            need = 1;
-        else if (c >= 0xE0 && c <= 0xEF) {
-            need = 2;
-            if (c == 0xE0)
-                lo = 0xA0;
-            else if (c == 0xED)
-                hi = 0x9F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            need = 3;
-            if (c == 0xF0)
-                lo = 0x90;
-            else if (c == 0xF4)
-                hi = 0x8F;
-        } else
+        size_t k = utf8_seq(p, e);
+        if (k == 0)
             return 0;
-        if ((size_t)(e - p) <= need)
-            return 0;
-        if (p[1] < lo || p[1] > hi)
-            return 0;
-        for (size_t i = 2; i <= need; i++)
-            if ((p[i] & 0xC0) != 0x80)
-                return 0;
-        p += need + 1;
+        p += k;
     }
     return 1;
 }
 
 #define MAX_DEPTH 64
 
-/* Bytes that end a run of plain string characters: the quote, the backslash, controls. */
+/* Bytes that end a run of plain string characters: the quote, the backslash, controls,
+ * and non-ASCII bytes (checked as UTF-8 where they stand: outside strings the grammar
+ * admits ASCII only, so this and the kind check cover all of E_i). */
 static uint8_t str_stop[256];
+
+/* The first byte at or after p that str_stop flags, or e. */
+static inline const uint8_t *skip_plain(const uint8_t *p, const uint8_t *e)
+{
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'), ctl = _mm_set1_epi8(0x1f);
+    while (e - p >= 16) {
+        const __m128i v = _mm_loadu_si128((const __m128i *)p);
+        const __m128i stop = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                                          _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl)); /* v <= 0x1f */
+        const unsigned mask = (unsigned)_mm_movemask_epi8(stop) | (unsigned)_mm_movemask_epi8(v); /* or >= 0x80 */
+        if (mask)
+            return p + __builtin_ctz(mask);
+        p += 16;
+    }
+#endif
+    while (p < e && !str_stop[*p])
+        p++;
+    return p;
+}
 
 static inline int is_digit(uint8_t c)
 {
@@ -481,12 +499,18 @@ static inline const uint8_t *skip_ws(const uint8_t *p, const uint8_t *e)
 static const uint8_t *json_string(const uint8_t *p, const uint8_t *e)
 {
     for (;;) {
-        while (p < e && !str_stop[*p])
-            p++;
+        p = skip_plain(p, e);
         if (p >= e)
             return NULL;
         if (*p == '"')
             return p + 1;
+        if (*p >= 0x80) {
+            size_t k = utf8_seq(p, e);
+            if (k == 0)
+                return NULL;
+            p += k;
+            continue;
+        }
         if (*p != '\\')
             return NULL; /* a control character */
         if (e - p < 2)
@@ -692,7 +716,10 @@ static int check_line(const scan_state *st, long long want_seq, const uint8_t *p
     while (q < body_end && *q != '"') {
         if (*q == '\\' || *q < 0x20)
             return 0;
-        q++;
+        size_t k = utf8_seq(q, body_end);
+        if (k == 0)
+            return 0;
+        q += k;
     }
     if (q == kind || body_end - q < 9 + 2 || memcmp(q, "\",\"data\":{", 10) != 0)
         return 0;
@@ -700,10 +727,8 @@ static int check_line(const scan_state *st, long long want_seq, const uint8_t *p
         return 0;
     const uint8_t *data = q + 9;
 
-    /* data: exactly one JSON object, nothing after it. Then UTF-8 of all of E_i. */
+    /* data: exactly one JSON object, nothing after it (its strings UTF-8 checked). */
     if (json_value(data, body_end, 0) != body_end)
-        return 0;
-    if (!utf8_ok(p, body_end))
         return 0;
     li->seq = seq;
     li->body_end = body_end;
@@ -926,6 +951,8 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__speedups(void)
 {
     for (int c = 0; c < 0x20; c++)
+        str_stop[c] = 1;
+    for (int c = 0x80; c < 0x100; c++)
         str_stop[c] = 1;
     str_stop['"'] = 1;
     str_stop['\\'] = 1;
