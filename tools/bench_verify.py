@@ -4,7 +4,9 @@ Builds a session of N events (default 1,000,000, about 300 bytes a line) in a
 temporary directory, then in one run times, over the same bytes:
   * `ledger verify` as a real subprocess (all cores), peak RSS from wait4();
   * coreutils `sha256sum` (the bar: ratio verify/sha256sum >= 1.0);
-  * one hashlib.sha256 call over the whole file (the hashing floor).
+  * one hashlib.sha256 call over the whole file (the hashing floor);
+  * `ledger verify` again with LEDGER_PURE_PYTHON=1 (the Python reference loop
+    without the C helper), and on a 3-event session (the fixed start-up cost).
 Each is run --repeat times and the best is kept (these machines are noisy).
 
     python tools/bench_verify.py [--events N] [--repeat 3] [--keep DIR]
@@ -55,10 +57,10 @@ def build(path: Path, events: int) -> int:
     return path.stat().st_size
 
 
-def run_timed(cmd: list[str]) -> tuple[float, int, int]:
+def run_timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int]:
     """(seconds, peak RSS bytes, exit code) of a subprocess."""
     t = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     _, status, ru = os.wait4(p.pid, 0)
     return time.perf_counter() - t, ru.ru_maxrss * 1024, os.waitstatus_to_exitcode(status)
 
@@ -77,6 +79,14 @@ def hashlib_floor(path: Path) -> float:
     # which Linux passes on to every child started after it (ru_maxrss survives exec).
     out = subprocess.run([sys.executable, "-c", _FLOOR, str(path)], capture_output=True, text=True, check=True)
     return float(out.stdout)
+
+
+def _sha_impl() -> str:
+    try:
+        from ledger import _speedups
+    except ImportError:
+        return "none (helper not built)"
+    return _speedups.SHA256_IMPL
 
 
 def main() -> None:
@@ -98,10 +108,19 @@ def main() -> None:
     key_file.write_text(KEY.hex() + "\n")
     key_file.chmod(0o600)
     verify_cmd = [*ledger.split(), "verify", "--key-file", str(key_file), str(path)]
+    tiny = work / "tiny.ndjson"
+    build(tiny, 3)
+    pure = {**os.environ, "LEDGER_PURE_PYTHON": "1"}
+    runs = [
+        ("ledger verify", verify_cmd, None),
+        ("sha256sum", ["sha256sum", str(path)], None),
+        ("verify, no C", verify_cmd, pure),
+        ("verify 3 events", [*verify_cmd[:-1], str(tiny)], None),
+    ]
     rows = {}
     for _ in range(args.repeat):
-        for name, cmd in [("ledger verify", verify_cmd), ("sha256sum", ["sha256sum", str(path)])]:
-            secs, rss, code = run_timed(cmd)
+        for name, cmd, env in runs:
+            secs, rss, code = run_timed(cmd, env)
             if code != 0:
                 sys.exit(f"{name} exited {code}")
             best = rows.get(name)
@@ -112,10 +131,13 @@ def main() -> None:
             rows["hashlib.sha256"] = (floor, 0)
     print(f"{'':16} {'seconds':>8} {'MB/s':>8} {'peak RSS MB':>12}")
     for name, (secs, rss) in rows.items():
-        print(f"{name:16} {secs:8.2f} {size / secs / 1e6:8.0f} {rss / 2**20 if rss else float('nan'):12.1f}")
+        rate = float("nan") if name == "verify 3 events" else size / secs / 1e6
+        print(f"{name:16} {secs:8.2f} {rate:8.0f} {rss / 2**20 if rss else float('nan'):12.1f}")
     v, s, h = rows["ledger verify"][0], rows["sha256sum"][0], rows["hashlib.sha256"][0]
     print(f"ratio verify/sha256sum throughput: {s / v:.2f}  (target >= 1.0)")
     print(f"ratio verify/hashlib floor:        {h / v:.2f}")
+    print(f"C helper speed-up over the Python loop: {rows['verify, no C'][0] / v:.1f}x")
+    print(f"fixed start-up (3-event session): {rows['verify 3 events'][0]:.2f} s; SHA-256 in the helper: {_sha_impl()}")
     print(f"verify peak RSS: {rows['ledger verify'][1] / 2**20:.1f} MB (target <= 100 MB)")
     if not args.keep:
         shutil.rmtree(work)
