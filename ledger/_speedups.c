@@ -456,7 +456,7 @@ static int utf8_ok(const uint8_t *p, const uint8_t *e)
     return 1;
 }
 
-#define MAX_DEPTH 64
+#define MAX_DEPTH 128 /* format.MAX_DATA_DEPTH: deeper data is the reference's to reject */
 
 /* Bytes that end a run of plain string characters: the quote, the backslash, controls,
  * and non-ASCII bytes (checked as UTF-8 where they stand: outside strings the grammar

@@ -27,6 +27,9 @@ CHAIN_KEY = b',"chain":"'
 TRAILER_LEN = len(CHAIN_KEY) + 64 + 2
 # A verifier refuses longer lines without buffering them (SPEC.md 2.1).
 MAX_LINE_BYTES = 16 * 2**20
+# data nests objects and arrays at most this deep, data itself being level 1 (SPEC.md
+# 2.1): a verdict must not depend on how much stack the verifying process has left.
+MAX_DATA_DEPTH = 128
 
 KIND_OPENED = "session.opened"
 KIND_CHECKPOINT = "ledger.checkpoint"
@@ -38,6 +41,30 @@ KIND_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"
 SESSION_PATTERN = "^[0-9]{8}T[0-9]{6}\\.[0-9]{6}Z-[0-9a-z]{1,32}$"
 NAMESPACE_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 _KIND_RE = re.compile(KIND_PATTERN)
+# A JSON string (escapes included) or one bracket: what nesting depth is made of.
+_NESTING_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def nesting_exceeds(data: bytes, limit: int = MAX_DATA_DEPTH) -> bool:
+    """True when the JSON text ``data`` nests objects and arrays deeper than ``limit``.
+
+    Cheap for what events look like: text with no more than ``limit`` opening
+    brackets cannot nest deeper, so only such rare text is tokenized.
+    """
+    if len(data) <= 2 * limit or data.count(b"{") + data.count(b"[") <= limit:
+        return False
+    depth = 0
+    for token in _NESTING_TOKEN.finditer(data):
+        c = token[0][0]
+        if c == 0x7B or c == 0x5B:  # { [
+            depth += 1
+            if depth > limit:
+                return True
+        elif c == 0x7D or c == 0x5D:  # } ]
+            depth -= 1
+    return False
+
+
 _NAMESPACE_RE = re.compile(NAMESPACE_PATTERN)
 
 

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import concurrent.futures
 import dataclasses
 import hashlib
 import multiprocessing
 import os
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,21 +199,22 @@ def _read_prev_chain(f, start: int) -> bytes | None:
         return None
 
 
-def _lines_of(f, start: int, end: int | None, out: _Chunk) -> Iterable[bytes | None]:
+def _lines_of(f, start: int, end: int | None, out: _Chunk, stop=None) -> Iterable[bytes | None]:
     """Yield the complete lines (without LF) in bytes [start, end) of ``f``.
 
     ``end`` None reads a stream to EOF (no seeking). Bytes after the last LF are a
     torn tail, recorded in ``out.torn_bytes``. A line longer than MAX_LINE_BYTES
     yields None as soon as it is known to be too long, so memory stays bounded
-    whatever the file holds.
+    whatever the file holds. ``stop`` (an Event) set means the caller already has its
+    answer: return early.
     """
     if end is not None:
         f.seek(start)
     pos = start
     carry = b""
     while end is None or pos < end:
-        if _stop_event is not None and _stop_event.is_set():
-            return  # in a worker whose parent already has its answer
+        if stop is not None and stop.is_set():
+            return
         block = f.read(BLOCK_SIZE if end is None else min(BLOCK_SIZE, end - pos))
         if not block:
             break
@@ -244,15 +247,15 @@ class _Scan:
     sealed_rel: int | None = None  # the line of session.sealed, counted from the first
 
 
-def scan_chunk(path: str, start: int, end: int) -> _Chunk:
+def scan_chunk(path: str, start: int, end: int, stop=None) -> _Chunk:
     """Parse and chain-check the complete lines in bytes [start, end) of ``path``."""
     out = _Chunk()
     with open(path, "rb") as f:
         st = _Scan(_read_prev_chain(f, start), start == 0)
         if _speedups is not None:
-            _scan_blocks(f, start, end, st, out)
+            _scan_blocks(f, start, end, st, out, stop)
         else:
-            _scan_lines(_lines_of(f, start, end, out), st, out)
+            _scan_lines(_lines_of(f, start, end, out, stop), st, out)
     _finish(st, out)
     return out
 
@@ -266,7 +269,7 @@ def _finish(st: _Scan, out: _Chunk) -> None:
     out.sealed_rel = st.sealed_rel
 
 
-def _scan_blocks(f, start: int, end: int | None, st: _Scan, out: _Chunk) -> None:
+def _scan_blocks(f, start: int, end: int | None, st: _Scan, out: _Chunk, stop=None) -> None:
     """_lines_of + _scan_lines with the plain lines done in C, block by block.
 
     The C helper takes the run of lines it accepts and stops at the first it does not;
@@ -283,8 +286,8 @@ def _scan_blocks(f, start: int, end: int | None, st: _Scan, out: _Chunk) -> None
     buf = bytearray(BLOCK_SIZE)
     have = 0  # buf[:have] holds bytes read and not yet scanned (a partial line at most)
     while end is None or pos < end:
-        if _stop_event is not None and _stop_event.is_set():
-            return  # in a worker whose parent already has its answer
+        if stop is not None and stop.is_set():
+            return  # the caller already has its answer
         if have == len(buf):  # one line fills the buffer; the length check below bounds it
             buf.extend(bytes(len(buf)))
         want = len(buf) - have if end is None else min(len(buf) - have, end - pos)
@@ -337,6 +340,7 @@ def _scan_lines(lines, st: _Scan, out: _Chunk) -> None:
     chain_key = _CHAIN_KEY
     specials = _SPECIAL_KINDS
     max_line = fmt.MAX_LINE_BYTES
+    nesting_exceeds = fmt.nesting_exceeds
     at_start, stack = st.at_start, st.stack
     prev, begin, index, sealed_rel = st.prev, st.begin, st.index, st.sealed_rel
     rel = st.lines - 1
@@ -362,6 +366,9 @@ def _scan_lines(lines, st: _Scan, out: _Chunk) -> None:
             begin = index = seq
             out.first_seq = seq
         body = line[: n - 76]
+        if nesting_exceeds(body[m.end() :]):
+            out.error = (rel, seq, "malformed", f"data nests deeper than {fmt.MAX_DATA_DEPTH} levels")
+            break
         try:
             raw_check(body[m.end() :])
             if not body.isascii():
@@ -453,6 +460,8 @@ def _diagnose(line: bytes) -> tuple[str, str]:
         return "not_utf8", "line is not valid UTF-8"
     if not line:
         return "malformed", "empty line"
+    if fmt.nesting_exceeds(line, fmt.MAX_DATA_DEPTH + 1):
+        return "malformed", f"data nests deeper than {fmt.MAX_DATA_DEPTH} levels"
     try:
         obj = msgspec.json.decode(line)
     except msgspec.DecodeError as exc:
@@ -494,7 +503,7 @@ def _boundaries(path: str, size: int, parts: int) -> list[tuple[int, int]]:
     return list(zip(cuts[:-1], cuts[1:], strict=True))
 
 
-_stop_event = None  # in a worker: set by the parent once the answer is known
+_stop_event = None  # in a worker process: set by the parent once the answer is known
 
 
 def _init_worker(stop) -> None:
@@ -505,7 +514,7 @@ def _init_worker(stop) -> None:
 def _scan_args(args: tuple[str, int, int]) -> _Chunk:
     if _stop_event is not None and _stop_event.is_set():
         return _Chunk()  # the parent stopped reading: skip the work
-    return scan_chunk(*args)
+    return scan_chunk(*args, stop=_stop_event)
 
 
 def _scan_file(path: str, size: int, jobs: int) -> Iterable[_Chunk]:
@@ -516,6 +525,29 @@ def _scan_file(path: str, size: int, jobs: int) -> Iterable[_Chunk]:
         return
     # More chunks than workers so a bad line early in the file stops work early.
     bounds = _boundaries(path, size, jobs * 4)
+    if _speedups is not None:
+        yield from _scan_in_threads(path, bounds, jobs)
+    else:
+        yield from _scan_in_processes(path, bounds, jobs)
+
+
+def _scan_in_threads(path: str, bounds: list[tuple[int, int]], jobs: int) -> Iterable[_Chunk]:
+    # The C helper lets go of the GIL while it scans a block, so threads share the
+    # work with no fork and no pickling of results; Python runs only for the few
+    # lines the helper hands back.
+    stop = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(jobs, thread_name_prefix="ledger-verify") as pool:
+        futures = [pool.submit(scan_chunk, path, a, b, stop) for a, b in bounds]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            stop.set()
+            for future in futures:
+                future.cancel()
+
+
+def _scan_in_processes(path: str, bounds: list[tuple[int, int]], jobs: int) -> Iterable[_Chunk]:
     ctx = multiprocessing.get_context("fork")
     stop = ctx.Event()
     pool = ctx.Pool(jobs, initializer=_init_worker, initargs=(stop,))
@@ -575,10 +607,10 @@ class _FileCheck:
                 self.last_chain = c.last_chain
             self.fail(base + rel + 1, seq if seq is not None else base + rel, reason, detail)
             return False
-        self.acc.extend(c.range)
-        self.lines += c.lines
-        if c.lines:
+        if c.lines:  # a chunk may hold nothing but a torn tail
+            self.acc.extend(c.range)
             self.last_chain = c.last_chain
+        self.lines += c.lines
         if c.sealed_rel is not None:
             self.sealed_line = base + c.sealed_rel + 1
         if c.torn_bytes:

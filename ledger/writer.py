@@ -519,13 +519,15 @@ class Ledger:
                 kind, data, t = item
                 try:
                     data_json = encode(data)
-                except (TypeError, ValueError, OverflowError):
+                except (TypeError, ValueError, OverflowError, RecursionError):
                     invalid += 1
                     continue
                 if len(data_json) > cfg.max_event_bytes:
                     too_large += 1
                     continue
-                if data_json[:1] != b"{":  # e.g. an array_like Struct
+                # Not an object (e.g. an array_like Struct), or nested deeper than a
+                # verifier accepts (SPEC.md 2.1): never write a line that cannot verify.
+                if data_json[:1] != b"{" or fmt.nesting_exceeds(data_json):
                     invalid += 1
                     continue
                 out.append(builder.line(kind, data_json, clock.ts(t)))

@@ -838,6 +838,34 @@ def test_file_growing_during_verify_is_read_to_its_starting_size(tmp_path, monke
     assert r.chain == fmt.chain_of_line(t[5])
 
 
+def _nested_data(depth: int) -> bytes:
+    """data nesting ``depth`` levels (the object itself is level 1)."""
+    return b'{"a":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+
+
+@pytest.mark.parametrize("depth", [fmt.MAX_DATA_DEPTH + 1, 900, 5000])
+def test_data_nested_past_the_limit_is_malformed_at_its_line(tmp_path, depth):
+    """SPEC 2.1: at most 128 levels. Deeper is `malformed` at that line whatever the interpreter's
+    stack allows (msgspec's own limit moves with it and 5000 levels used to be an internal error)."""
+    b = SessionBuilder(NS, SID, [KEY])
+    lines = [b.opened_line(ts(0)), b.line("conn.anomaly", _nested_data(fmt.MAX_DATA_DEPTH), ts(1))]
+    lines += [b.line("conn.anomaly", _nested_data(depth), ts(2)), b.seal_line(ts(3), "closed", 0)]
+    path = write(tmp_path / "deep.ndjson", lines)
+    r = check(path)
+    assert err(r) == (3, "malformed") and str(fmt.MAX_DATA_DEPTH) in r.first_error.detail
+    p, report = verify_json("--key-file", FIXTURES / "test.key", path)
+    assert p.returncode == 1 and report["files"][0]["first_error"]["line"] == 3
+    write(path, lines[:2] + [lines[2][:-6] + b"\n"])  # the same line with its shape broken: still malformed
+    assert err(check(path, ALLOW)) == (3, "malformed")
+
+
+def test_data_nested_to_the_limit_verifies(tmp_path):
+    b = SessionBuilder(NS, SID, [KEY])
+    lines = [b.opened_line(ts(0)), b.line("conn.anomaly", _nested_data(fmt.MAX_DATA_DEPTH), ts(1))]
+    path = write(tmp_path / "deep.ndjson", [*lines, b.seal_line(ts(2), "closed", 0)])
+    assert check(path).ok
+
+
 # ---- 4b. parallel chunks = one pass --------------------------------------------------
 
 
@@ -1015,6 +1043,23 @@ def test_parallel_matches_serial_on_wrong_key_and_after_seal(big_session):
     assert err(_both(path, KEYED, calls)) == (None, "unsealed")
     r = _both(path, ALLOW, calls)
     assert r.ok and r.torn_tail_bytes == len(t[-1]) - 1 and r.signed_size == 1400
+    _fail_if_hung()
+
+
+def test_parallel_last_chunk_holding_only_a_torn_tail(big_session):
+    """A cut can fall inside the last complete line, leaving a chunk with nothing but the torn
+    tail. That chunk has no leaves: merging its empty range used to fail ("ranges not adjacent")."""
+    path, _, calls = big_session
+    b, t = build(1500, 100, seal=False)
+    huge = b.line("conn.anomaly", b'{"pad":"%s"}' % (b"x" * 200_000), ts(1500))
+    torn = b'{"v":1,"seq":1501,"ts":"2026-11-23T20:25:01.000000Z","k'
+    write(path, [*t, huge, torn])
+    r = _both(path, ALLOW, calls)
+    assert r.ok and r.events == len(t) + 1 and r.torn_tail_bytes == len(torn)
+    assert any(a == path.stat().st_size - len(torn) for a, _ in calls[-1]), "no chunk held only the tail"
+    seal = b.seal_line(ts(1501), "closed", 0)
+    write(path, [*t, huge, seal, torn])  # and after a seal: the same verdict both ways
+    _both(path, ALLOW, calls)
     _fail_if_hung()
 
 

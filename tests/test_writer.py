@@ -333,6 +333,31 @@ def test_invalid_and_too_large_events_are_counted_and_the_writer_goes_on(tmp_pat
     _assert_verifies(root)
 
 
+def _nested(depth: int) -> dict:
+    """A dict whose JSON nests ``depth`` levels (itself level 1)."""
+    inner: object = 0
+    for _ in range(depth - 1):
+        inner = [inner]
+    return {"n": inner}
+
+
+def test_data_nested_past_the_verifier_limit_is_dropped_not_written(tmp_path):
+    """SPEC 2.1: data nests at most 128 levels; the writer never writes a line that cannot verify,
+    and nesting past the interpreter's recursion limit drops the event instead of the writer."""
+    root = tmp_path / "root"
+    led = _open(root)
+    assert led.record("app.event", _nested(fmt.MAX_DATA_DEPTH))
+    assert led.record("app.event", _nested(fmt.MAX_DATA_DEPTH + 1))
+    assert led.record("app.event", _nested(5000))  # msgspec raises RecursionError encoding it
+    assert led.record("app.event", {"ok": True})
+    led.close(timeout=10)
+    assert led.dropped["invalid"] == 2
+    assert led.stats()["failed"] is None
+    assert [e for e in _events(root, "app.event") if "ok" in e] == [{"ok": True}]
+    assert len(_events(root, "app.event")) == 2
+    _assert_verifies(root)
+
+
 def test_struct_data(tmp_path):
     root = tmp_path / "root"
     with _open(root) as led:
