@@ -20,6 +20,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -958,7 +959,10 @@ PyMODINIT_FUNC PyInit__speedups(void)
     str_stop['\\'] = 1;
     const char *impl = "portable";
 #ifdef LEDGER_X86
-    if (cpu_has_shani()) {
+    /* LEDGER_PORTABLE_SHA256=1 keeps the portable code even where the CPU has the SHA
+     * extensions, so that tests on such a machine check it too. */
+    const char *portable = getenv("LEDGER_PORTABLE_SHA256");
+    if (cpu_has_shani() && !(portable && *portable && strcmp(portable, "0") != 0)) {
         compress = compress_shani;
         compress2 = compress2_shani;
         impl = "sha-ni";
