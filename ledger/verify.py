@@ -49,7 +49,7 @@ if os.environ.get("LEDGER_PURE_PYTHON"):
     _speedups = None
 
 BLOCK_SIZE = 4 * 2**20
-# Files below this are checked in-process: forking costs more than it saves.
+# Files below this are checked in one pass: starting workers costs more than it saves.
 PARALLEL_MIN_BYTES = 16 * 2**20
 
 # Everything before data, byte for byte: key order, compactness, v, seq without
