@@ -199,40 +199,6 @@ def _read_prev_chain(f, start: int) -> bytes | None:
         return None
 
 
-def _lines_of(f, start: int, end: int | None, out: _Chunk, stop=None) -> Iterable[bytes | None]:
-    """Yield the complete lines (without LF) in bytes [start, end) of ``f``.
-
-    ``end`` None reads a stream to EOF (no seeking). Bytes after the last LF are a
-    torn tail, recorded in ``out.torn_bytes``. A line longer than MAX_LINE_BYTES
-    yields None as soon as it is known to be too long, so memory stays bounded
-    whatever the file holds. ``stop`` (an Event) set means the caller already has its
-    answer: return early.
-    """
-    if end is not None:
-        f.seek(start)
-    pos = start
-    carry = b""
-    while end is None or pos < end:
-        if stop is not None and stop.is_set():
-            return
-        block = f.read(BLOCK_SIZE if end is None else min(BLOCK_SIZE, end - pos))
-        if not block:
-            break
-        pos += len(block)
-        parts = block.split(b"\n")
-        tail = parts.pop()
-        if parts:
-            parts[0] = carry + parts[0]
-            yield from parts
-            carry = tail
-        else:
-            carry += tail
-        if len(carry) > fmt.MAX_LINE_BYTES:
-            yield None
-            return
-    out.torn_bytes = len(carry)
-
-
 @dataclass(slots=True)
 class _Scan:
     """Where a scan of consecutive lines stands. The reference loop (_scan_lines) and
@@ -252,10 +218,7 @@ def scan_chunk(path: str, start: int, end: int, stop=None) -> _Chunk:
     out = _Chunk()
     with open(path, "rb") as f:
         st = _Scan(_read_prev_chain(f, start), start == 0)
-        if _speedups is not None:
-            _scan_blocks(f, start, end, st, out, stop)
-        else:
-            _scan_lines(_lines_of(f, start, end, out, stop), st, out)
+        _scan_blocks(f, start, end, st, out, stop)
     _finish(st, out)
     return out
 
@@ -270,14 +233,20 @@ def _finish(st: _Scan, out: _Chunk) -> None:
 
 
 def _scan_blocks(f, start: int, end: int | None, st: _Scan, out: _Chunk, stop=None) -> None:
-    """_lines_of + _scan_lines with the plain lines done in C, block by block.
+    """Read bytes [start, end) of ``f`` (``end`` None: a stream, to EOF) and scan its lines.
 
-    The C helper takes the run of lines it accepts and stops at the first it does not;
-    that line goes through the reference loop, which gives the verdict or handles it
-    (a checkpoint, the seal, the first line), and the helper goes on after it. One
-    buffer is read into and reused: a fresh 4 MiB object per read costs page faults.
+    With the C helper, it takes the run of lines it accepts and stops at the first it
+    does not; that line goes through the reference loop, which gives the verdict or
+    handles it (a checkpoint, the seal, the first line), and the helper goes on after
+    it. Without the helper, the reference takes every complete line of each block.
+
+    Bytes after the last LF are a torn tail (``out.torn_bytes``). A line longer than
+    MAX_LINE_BYTES is reported as soon as it is known to be too long, so memory stays
+    bounded whatever the file holds. One buffer is read into and reused: a fresh 4 MiB
+    object per read costs page faults. ``stop`` (an Event) set means the caller
+    already has its answer: return early.
     """
-    scan = _speedups.scan
+    scan = _speedups.scan if _speedups is not None else None
     max_line = fmt.MAX_LINE_BYTES
     readinto = getattr(f, "readinto", None)  # a stream with read() alone is copied in
     if end is not None:
@@ -287,7 +256,7 @@ def _scan_blocks(f, start: int, end: int | None, st: _Scan, out: _Chunk, stop=No
     have = 0  # buf[:have] holds bytes read and not yet scanned (a partial line at most)
     while end is None or pos < end:
         if stop is not None and stop.is_set():
-            return  # the caller already has its answer
+            return
         if have == len(buf):  # one line fills the buffer; the length check below bounds it
             buf.extend(bytes(len(buf)))
         want = len(buf) - have if end is None else min(len(buf) - have, end - pos)
@@ -303,18 +272,28 @@ def _scan_blocks(f, start: int, end: int | None, st: _Scan, out: _Chunk, stop=No
         pos += n
         have += n
         at = 0
-        while True:
-            if st.index > 0 and st.prev is not None and st.sealed_rel is None:
-                at, count, chain = scan(buf, at, have, st.prev, st.index, st.begin, st.stack, max_line)
-                if count:
-                    st.prev, st.index, st.lines = chain, st.index + count, st.lines + count
-            lf = buf.find(b"\n", at, have)
-            if lf < 0:
-                break
-            _scan_lines((bytes(buf[at:lf]),), st, out)
-            if out.error is not None:
-                return
-            at = lf + 1
+        if scan is None:
+            last = buf.rfind(b"\n", 0, have)
+            if last >= 0:
+                with memoryview(buf) as mv:
+                    lines = bytes(mv[:last]).split(b"\n")
+                _scan_lines(lines, st, out)
+                if out.error is not None:
+                    return
+                at = last + 1
+        else:
+            while True:
+                if st.index > 0 and st.prev is not None and st.sealed_rel is None:
+                    at, count, chain = scan(buf, at, have, st.prev, st.index, st.begin, st.stack, max_line)
+                    if count:
+                        st.prev, st.index, st.lines = chain, st.index + count, st.lines + count
+                lf = buf.find(b"\n", at, have)
+                if lf < 0:
+                    break
+                _scan_lines((bytes(buf[at:lf]),), st, out)
+                if out.error is not None:
+                    return
+                at = lf + 1
         buf[: have - at] = buf[at:have]  # keep the partial line, at the front
         have -= at
         if have > max_line:
@@ -366,11 +345,12 @@ def _scan_lines(lines, st: _Scan, out: _Chunk) -> None:
             begin = index = seq
             out.first_seq = seq
         body = line[: n - 76]
-        if nesting_exceeds(body[m.end() :]):
+        data = body[m.end() :]
+        if nesting_exceeds(data):
             out.error = (rel, seq, "malformed", f"data nests deeper than {fmt.MAX_DATA_DEPTH} levels")
             break
         try:
-            raw_check(body[m.end() :])
+            raw_check(data)
             if not body.isascii():
                 body.decode("utf-8")
         except msgspec.DecodeError as exc:
@@ -403,7 +383,7 @@ def _scan_lines(lines, st: _Scan, out: _Chunk) -> None:
             if kind in specials:
                 before = _range_of(begin, seq, stack) if kind != b"session.opened" else None
                 ts = line[m.end(1) + 7 : m.end(1) + 34].decode("ascii")  # after ,"ts":"
-                out.specials.append(_Special(rel, seq, kind.decode(), bytes(body[m.end() :]), before, prev, ts))
+                out.specials.append(_Special(rel, seq, kind.decode(), bytes(data), before, prev, ts))
                 if kind == b"session.sealed":
                     sealed_rel = rel
         # Fold the leaf in: merge with each left sibling that lies inside this chunk.
@@ -952,10 +932,7 @@ def verify_stream(stream, name: str, policy: Policy = Policy()) -> FileReport:
     counted = _CountingReader(stream)
     out = _Chunk()
     st = _Scan(fmt.ZERO_CHAIN, True)
-    if _speedups is not None:
-        _scan_blocks(counted, 0, None, st, out)
-    else:
-        _scan_lines(_lines_of(counted, 0, None, out), st, out)
+    _scan_blocks(counted, 0, None, st, out)
     _finish(st, out)
     check = _FileCheck(name, policy)
     check.chunk(out)
