@@ -197,78 +197,6 @@ static void compress2_portable(uint32_t sa[8], const uint8_t *pa, uint32_t sb[8]
 static void (*compress)(uint32_t s[8], const uint8_t *p, size_t nblocks) = compress_portable;
 static void (*compress2)(uint32_t sa[8], const uint8_t *pa, uint32_t sb[8], const uint8_t *pb) = compress2_portable;
 
-typedef struct {
-    uint32_t h[8];
-    uint8_t buf[64];
-    size_t nbuf;
-    uint64_t len;
-} sha256_ctx;
-
-static void sha256_init(sha256_ctx *c)
-{
-    memcpy(c->h, H256, sizeof H256);
-    c->nbuf = 0;
-    c->len = 0;
-}
-
-static void sha256_update(sha256_ctx *c, const uint8_t *p, size_t n)
-{
-    if (n == 0)
-        return;
-    c->len += n;
-    if (c->nbuf) {
-        size_t take = 64 - c->nbuf < n ? 64 - c->nbuf : n;
-        memcpy(c->buf + c->nbuf, p, take);
-        c->nbuf += take;
-        p += take;
-        n -= take;
-        if (c->nbuf < 64)
-            return;
-        compress(c->h, c->buf, 1);
-        c->nbuf = 0;
-    }
-    if (n >= 64) {
-        compress(c->h, p, n / 64);
-        p += n - n % 64;
-        n %= 64;
-    }
-    memcpy(c->buf, p, n);
-    c->nbuf = n;
-}
-
-static void sha256_final(sha256_ctx *c, uint8_t out[32])
-{
-    uint64_t bits = c->len * 8;
-    c->buf[c->nbuf++] = 0x80;
-    if (c->nbuf > 56) {
-        memset(c->buf + c->nbuf, 0, 64 - c->nbuf);
-        compress(c->h, c->buf, 1);
-        c->nbuf = 0;
-    }
-    memset(c->buf + c->nbuf, 0, 56 - c->nbuf);
-    for (int i = 0; i < 8; i++)
-        c->buf[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
-    compress(c->h, c->buf, 1);
-    for (int i = 0; i < 8; i++) {
-        out[4 * i] = (uint8_t)(c->h[i] >> 24);
-        out[4 * i + 1] = (uint8_t)(c->h[i] >> 16);
-        out[4 * i + 2] = (uint8_t)(c->h[i] >> 8);
-        out[4 * i + 3] = (uint8_t)c->h[i];
-    }
-}
-
-/* SHA-256(a || b || c) */
-static void sha256_3(const uint8_t *a, size_t an, const uint8_t *b, size_t bn, const uint8_t *c, size_t cn,
-                     uint8_t out[32])
-{
-    sha256_ctx ctx;
-    sha256_init(&ctx);
-    sha256_update(&ctx, a, an);
-    sha256_update(&ctx, b, bn);
-    sha256_update(&ctx, c, cn);
-    sha256_final(&ctx, out);
-}
-
 static inline void state_digest(const uint32_t h[8], uint8_t out[32])
 {
     for (int i = 0; i < 8; i++) {
@@ -277,6 +205,33 @@ static inline void state_digest(const uint32_t h[8], uint8_t out[32])
         out[4 * i + 2] = (uint8_t)(h[i] >> 8);
         out[4 * i + 3] = (uint8_t)h[i];
     }
+}
+
+/* tail[0..r) holds a message's last bytes: append 0x80, zeros and the bit length of
+ * the whole message (total bytes). Returns the blocks tail now fills: 1 or 2. */
+static size_t pad_tail(uint8_t tail[128], size_t r, uint64_t total)
+{
+    const size_t nblocks = r + 1 + 8 <= 64 ? 1 : 2;
+    const size_t end = 64 * nblocks;
+    tail[r] = 0x80;
+    memset(tail + r + 1, 0, end - 8 - (r + 1));
+    for (int i = 0; i < 8; i++)
+        tail[end - 8 + i] = (uint8_t)((total * 8) >> (56 - 8 * i));
+    return nblocks;
+}
+
+/* SHA-256 of p[0..n): the whole blocks read in place, the rest padded in a copy. */
+static void sha256(const uint8_t *p, size_t n, uint8_t out[32])
+{
+    uint32_t h[8];
+    uint8_t tail[128];
+    memcpy(h, H256, sizeof h);
+    if (n >= 64)
+        compress(h, p, n / 64);
+    const size_t r = n % 64;
+    memcpy(tail, p + (n - r), r);
+    compress(h, tail, pad_tail(tail, r, n));
+    state_digest(h, out);
 }
 
 /* ---- the three hashes of the format, as padded blocks ------------------------------ */
@@ -299,17 +254,6 @@ static inline const uint8_t *leaf_block(const leaf_msg *m, size_t i)
     return i < m->nmid ? m->mid + 64 * i : m->tail + 64 * (i - m->nmid);
 }
 
-/* tail[0..r) holds the message's last bytes: add 0x80, zeros and the bit length. */
-static void pad_tail(leaf_msg *m, size_t r, uint64_t total)
-{
-    m->tail[r] = 0x80;
-    m->ntail = r + 1 + 8 <= 64 ? 1 : 2;
-    size_t end = 64 * m->ntail;
-    memset(m->tail + r + 1, 0, end - 8 - (r + 1));
-    for (int i = 0; i < 8; i++)
-        m->tail[end - 8 + i] = (uint8_t)((total * 8) >> (56 - 8 * i));
-}
-
 /* 0x00 || body || '}': E_i is the line up to its chain key, plus the closing brace. */
 static void leaf_msg_init(leaf_msg *m, const uint8_t *body, size_t n)
 {
@@ -320,7 +264,7 @@ static void leaf_msg_init(leaf_msg *m, const uint8_t *body, size_t n)
         m->tail[0] = 0x00;
         memcpy(m->tail + 1, body, n);
         m->tail[n + 1] = '}';
-        pad_tail(m, n + 2, total);
+        m->ntail = pad_tail(m->tail, n + 2, total);
         return;
     }
     m->head[0] = 0x00;
@@ -333,7 +277,7 @@ static void leaf_msg_init(leaf_msg *m, const uint8_t *body, size_t n)
     size_t r = n % 64;
     memcpy(m->tail, body + 64 * m->nmid, r);
     m->tail[r] = '}';
-    pad_tail(m, r + 1, total);
+    m->ntail = pad_tail(m->tail, r + 1, total);
 }
 
 static void leaf_hash(const leaf_msg *m, uint8_t out[32])
@@ -901,7 +845,7 @@ static PyObject *py_sha256(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*", &buf))
         return NULL;
     uint8_t out[32];
-    sha256_3(buf.buf, (size_t)buf.len, NULL, 0, NULL, 0, out);
+    sha256(buf.buf, (size_t)buf.len, out);
     PyBuffer_Release(&buf);
     return PyBytes_FromStringAndSize((const char *)out, 32);
 }
