@@ -36,6 +36,8 @@ from typing import Annotated
 import msgspec
 
 from .errors import KeyFileError, LedgerError
+from .files import fsync_dir
+from .keys import create_secret_file
 
 ALG = "hmac-sha256-fs"
 SEED_BYTES = 32
@@ -328,17 +330,7 @@ def write_fs_seed(
     raw = os.urandom(SEED_BYTES) if seed is None else bytes(seed)
     ratchet = FsRatchet.from_seed(raw, t0, interval_s)
     record = SeedFile(v=1, alg=ALG, seed_id=seed_id(raw), seed=raw.hex(), t0=t0, interval_s=interval_s)
-    target = Path(path)
-    try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise KeyFileError(f"{target} exists; refusing to overwrite a sealing seed") from None
-    except OSError as exc:
-        raise KeyFileError(f"cannot create seed file {target}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as f:
-        f.write(_encode(record) + b"\n")
-        f.flush()
-        os.fsync(f.fileno())
+    create_secret_file(path, _encode(record) + b"\n", "sealing seed", "seed file")
     return ratchet
 
 
@@ -370,11 +362,7 @@ def write_fs_state(path: str | os.PathLike[str], ratchet: FsRatchet) -> None:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(target.parent)
     except OSError as exc:
         raise KeyFileError(f"cannot write sealing state {target}: {exc.strerror}") from None
 

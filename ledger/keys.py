@@ -8,6 +8,7 @@ import secrets
 from pathlib import Path
 
 from .errors import KeyFileError
+from .files import create_exclusive
 
 KEY_BYTES = 32
 KEY_ENV = "LEDGER_HMAC_KEY_FILE"
@@ -46,15 +47,18 @@ def load_key_file(path: str | os.PathLike[str]) -> bytes:
 def write_key_file(path: str | os.PathLike[str]) -> str:
     """Create a new random key at ``path`` (mode 0600, never overwriting); return its id."""
     key = secrets.token_bytes(KEY_BYTES)
+    create_secret_file(path, key.hex().encode("ascii") + b"\n")
+    return key_id(key)
+
+
+def create_secret_file(
+    path: str | os.PathLike[str], data: bytes, what: str = "key", file_what: str = "key file"
+) -> None:
+    """files.create_exclusive with the errors a key command reports (KeyFileError, one line)."""
     target = Path(path)
     try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        create_exclusive(target, data)
     except FileExistsError:
-        raise KeyFileError(f"{target} exists; refusing to overwrite a key") from None
+        raise KeyFileError(f"{target} exists; refusing to overwrite a {what}") from None
     except OSError as exc:
-        raise KeyFileError(f"cannot create key file {target}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.hex().encode("ascii") + b"\n")
-        f.flush()
-        os.fsync(f.fileno())
-    return key_id(key)
+        raise KeyFileError(f"cannot create {file_what} {target}: {exc.strerror}") from None

@@ -28,13 +28,13 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from .errors import EvidenceError, KeyFileError
+from .keys import create_secret_file
 
 ALG_ED25519 = 0x01
 SIG_PREFIX = "\u2014 ".encode()  # EM DASH (e2 80 94), space
@@ -389,17 +389,7 @@ def generate_signer(name: str) -> Signer:
 
 def write_signer_key_file(path: str | os.PathLike[str], signer: Signer) -> str:
     """Write the signer key to a new file (mode 0600, never overwriting); return its verifier key."""
-    target = Path(path)
-    try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise KeyFileError(f"{target} exists; refusing to overwrite a key") from None
-    except OSError as exc:
-        raise KeyFileError(f"cannot create key file {target}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as f:
-        f.write(format_signer_key(signer).encode("ascii") + b"\n")
-        f.flush()
-        os.fsync(f.fileno())
+    create_secret_file(path, format_signer_key(signer).encode("ascii") + b"\n")
     return signer.verifier_key()
 
 

@@ -33,6 +33,7 @@ import msgspec
 from . import format as fmt
 from . import fsseal, metrics, notes
 from .errors import LockedError, UsageError
+from .files import fsync_dir, sha256_file
 from .keys import key_id
 from .session import SessionBuilder
 from .verify import Policy, verify_file
@@ -239,7 +240,7 @@ class Ledger:
         line = report.first_error.line if report.first_error else None
         aside = newest.with_name(newest.name + QUARANTINE_SUFFIX)
         os.rename(newest, aside)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         why = f"line {line}: {reason}: {detail}" if line else f"{reason}: {detail}"
         log.error("ledger: session %s failed verification (%s); moved aside to %s", newest.name, why, aside.name)
         extra = {"quarantined": aside.name, "quarantine_reason": why}
@@ -262,7 +263,7 @@ class Ledger:
             os.close(fd)
         summary = builder.summary()
         _write_last_seal(self.dir / LAST_SEAL, summary)
-        size, sha = _hash_file(path)
+        size, sha = sha256_file(path)
         _write_seal_record(self.dir, summary, size, sha)
         log.warning(
             "ledger: recovered unsealed session %s (%d events, %d torn bytes cut)", path.name, report.events, torn
@@ -285,7 +286,7 @@ class Ledger:
             _write_all(fd, line)
             if self.config.durability != "none":
                 _fsync(fd)
-                _fsync_dir(self.dir)
+                fsync_dir(self.dir)
         except BaseException:
             os.close(fd)
             raise
@@ -630,14 +631,6 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _summary(report) -> fmt.PrevLink:
     return fmt.PrevLink(session=report.session, size=report.events, root=report.root, chain=report.chain)
 
@@ -690,16 +683,6 @@ def _write_seal_record(ns_dir: Path, link: fmt.PrevLink, size: int, sha256: str)
     _write_atomic_file(d / f"{link.session}.json", msgspec.json.encode(record) + b"\n")
 
 
-def _hash_file(path: Path) -> tuple[int, str]:
-    h = hashlib.sha256()
-    n = 0
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-            n += len(block)
-    return n, h.hexdigest()
-
-
 def _write_atomic_file(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -709,20 +692,11 @@ def _write_atomic_file(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _write_last_seal(path: Path, link: fmt.PrevLink) -> None:
-    """Atomically: temp file, fsync, rename, fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        _write_all(fd, msgspec.json.encode(link) + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    _write_atomic_file(path, msgspec.json.encode(link) + b"\n")
 
 
 __all__ = ["Ledger", "WriterConfig", "DROP_REASONS", "key_id"]

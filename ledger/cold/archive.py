@@ -42,6 +42,7 @@ import msgspec
 from .. import events as ev
 from .. import format as fmt
 from ..errors import EvidenceError, LedgerError
+from ..files import sha256_file
 from ..keys import key_id
 from ..projections import BatchView, CaptureView, Projector
 from ..reader import decode_line, session_paths
@@ -454,7 +455,7 @@ class Archiver:
         path = Path(view.path)
         if not path.exists():
             raise ArchiveError(f"{path} is missing")
-        sha, size = _hash_file(path)
+        size, sha = sha256_file(path)
         if sha != view.sha256 or size != view.bytes:
             raise EvidenceError(f"{path}: sha256/size differ from its capture.sealed event; not offloaded")
         key, sidecar = capture_keys(self.namespace, view.capture_id)
@@ -665,16 +666,6 @@ class _HashingWriter:
 def _read_all(reader) -> None:
     while reader.read(READ_BLOCK):
         pass
-
-
-def _hash_file(path: Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    n = 0
-    with open(path, "rb") as f:
-        while block := f.read(READ_BLOCK):
-            h.update(block)
-            n += len(block)
-    return h.hexdigest(), n
 
 
 def _first_line(path: Path) -> bytes:

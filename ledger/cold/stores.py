@@ -61,6 +61,7 @@ from botocore.exceptions import (
 )
 
 from ..errors import EvidenceError, InputError, LedgerError, UsageError
+from ..files import fsync_dir, sha256_file
 
 log = logging.getLogger("ledger.cold.stores")
 
@@ -298,15 +299,6 @@ def _open_source(source: Path) -> BinaryIO:
         raise InputError(f"cannot read {source}: {exc.strerror or exc}") from exc
 
 
-def _hash_file(f: BinaryIO) -> tuple[int, str]:
-    h = hashlib.sha256()
-    n = 0
-    for block in _chunks(f):
-        h.update(block)
-        n += len(block)
-    return n, h.hexdigest()
-
-
 def _same_or_conflict(url: str, key: str, size: int, sha256: str, found: ObjectInfo) -> PutResult:
     if found.size == size and found.sha256 == sha256:
         return PutResult(key=key, size=size, sha256=sha256, created=False)
@@ -400,7 +392,7 @@ class FileStore:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return PutResult(key=key, size=size, sha256=sha, created=True)
 
     def _write_tmp(self, tmp: Path, src: BinaryIO) -> tuple[int, str]:
@@ -434,7 +426,7 @@ class FileStore:
                 if not d.is_dir():
                     raise StoreError(f"cannot create {d}: a file of that name exists") from None
                 continue
-            _fsync_dir(d.parent)
+            fsync_dir(d.parent)
 
     def _info(self, key: str, path: Path, *, hashed: bool) -> ObjectInfo | None:
         try:
@@ -444,7 +436,7 @@ class FileStore:
             digest = None
             if hashed:
                 with open(path, "rb") as f:
-                    digest = _hash_file(f)[1]
+                    digest = sha256_file(f)[1]
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
@@ -518,16 +510,8 @@ class FileStore:
                 continue
             deleted.append(key)
         for d in dirs:
-            _fsync_dir(d)
+            fsync_dir(d)
         return DeleteResult(deleted=deleted, errors=errors, requests=0)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _as_stream:
@@ -742,7 +726,7 @@ class S3Store:
             params["IfNoneMatch"] = "*"
 
         with _as_stream(source) as body:
-            size, digest = _hash_file(body)
+            size, digest = sha256_file(body)
             if digest != sha:
                 raise DigestMismatch(
                     f"{self._where(key)}: source is {size} bytes sha256 {digest}, caller said sha256 {sha}",
@@ -787,7 +771,7 @@ class S3Store:
         if found.sha256 is None and found.size == size:
             # Uploaded without checksum or metadata: hash the stored bytes to decide.
             with self.open(key) as f:
-                found.sha256 = _hash_file(f)[1]
+                found.sha256 = sha256_file(f)[1]
         return _same_or_conflict(self.url, key, size, sha, found)
 
     def head(self, key: str) -> ObjectInfo | None:

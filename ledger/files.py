@@ -1,0 +1,45 @@
+"""Small file primitives several modules share: hashing a file, making a rename
+durable, and creating a secret file that must not already exist."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+READ_BLOCK = 1 << 20
+
+
+def sha256_file(source: str | os.PathLike[str] | BinaryIO) -> tuple[int, str]:
+    """(size, hex sha256) of a file, read in blocks from a path or from an open binary file."""
+    if isinstance(source, str | os.PathLike):
+        with open(source, "rb") as f:
+            return sha256_file(f)
+    h = hashlib.sha256()
+    size = 0
+    while block := source.read(READ_BLOCK):
+        h.update(block)
+        size += len(block)
+    return size, h.hexdigest()
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """fsync a directory: a rename or a new name in it survives a crash only after this."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def create_exclusive(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to a new file (mode 0600) and fsync it; FileExistsError if it exists.
+
+    For keys and seeds: an existing one is never overwritten.
+    """
+    fd = os.open(Path(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
