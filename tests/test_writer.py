@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import random
-import signal
 import stat
 import subprocess
 import sys
@@ -539,45 +538,19 @@ def _crashloop_module():
     return module
 
 
-CRASH_CHILD = _crashloop_module().CHILD
+CRASHLOOP = _crashloop_module()
+CRASH_CHILD = CRASHLOOP.CHILD
 
 
 def _run_and_kill(child: Path, root: Path, it: int, delay: float, rotate_bytes: int, log: Path):
-    """Start the writer child, SIGKILL it ``delay`` s after it is ready; return (confirmed, drops)."""
-    state = {"confirmed": 0, "drops": set(), "other": []}
-    ready = threading.Event()
-    with open(log, "ab") as err:
-        proc = subprocess.Popen(
-            [sys.executable, str(child), str(root), NS, KEY.hex(), str(it), str(rotate_bytes), str(REPO)],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-        )
+    """Start the writer child, SIGKILL it ``delay`` s after it is ready; return (confirmed, drops).
 
-        def read() -> None:
-            for line in proc.stdout:
-                line = line.strip()
-                if line == "ready":
-                    ready.set()
-                elif line.isdigit():
-                    state["confirmed"] = int(line)
-                elif line.startswith("drop "):
-                    state["drops"].add(int(line.split()[1]))
-                elif line:
-                    state["other"].append(line)
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        try:
-            assert ready.wait(30), f"child never became ready; see {log}"
-            time.sleep(delay)
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(30)
-            reader.join(30)
-    assert proc.returncode == -signal.SIGKILL
-    assert not state["other"], state["other"]
-    return state["confirmed"], state["drops"]
+    tools/crashloop.py's own starter: it raises (crashloop.Failure) if the child never
+    became ready or printed anything unexpected.
+    """
+    confirmed, drops, killed = CRASHLOOP.run_child(child, root, NS, it, delay, rotate_bytes, log)
+    assert killed, "the child ended before it was killed"
+    return confirmed, drops
 
 
 def test_crash_recovery_kill_loop(tmp_path):
