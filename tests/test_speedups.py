@@ -1235,17 +1235,7 @@ def test_portable_sha256_in_a_fresh_interpreter(tmp_path):
     lines = make_session(150, 40, pad_of=lambda seq: padded_to(seq, 300 + seq + fmt.TRAILER_LEN))
     path = write(tmp_path / "s.ndjson", lines)
     size = path.stat().st_size
-    env = {k: v for k, v in os.environ.items() if k != "LEDGER_PURE_PYTHON"} | {"LEDGER_PORTABLE_SHA256": "1"}
-    p = subprocess.run(
-        [sys.executable, "-c", PORTABLE_CHECK, str(path), str(size)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=60,
-    )
-    assert p.returncode == 0, p.stderr
-    got = json.loads(p.stdout)
+    got = json.loads(fresh_python(PORTABLE_CHECK, str(path), str(size), LEDGER_PORTABLE_SHA256="1"))
     with helper(None):
         pure = scan_facts(path, 0, size)
     assert got["error"] is None and pure["error"] is None
@@ -1255,20 +1245,24 @@ def test_portable_sha256_in_a_fresh_interpreter(tmp_path):
     assert got["accepted"] == plain_lines_accepted(pure) == 151 - 1 - 3 - 1
 
 
-def helper_in_fresh_interpreter(pure: str | None) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "LEDGER_PURE_PYTHON"}
-    if pure is not None:
-        env["LEDGER_PURE_PYTHON"] = pure
+def fresh_python(code: str, *args: str, **env: str) -> str:
+    """stdout of ``code`` run by a new interpreter, LEDGER_PURE_PYTHON unset unless given in ``env``."""
+    base = {k: v for k, v in os.environ.items() if k != "LEDGER_PURE_PYTHON"}
     p = subprocess.run(
-        [sys.executable, "-c", "import ledger.verify as v; print(v._speedups is None)"],
+        [sys.executable, "-c", code, *args],
         capture_output=True,
         text=True,
         cwd=REPO,
-        env=env,
+        env=base | env,
         timeout=60,
     )
     assert p.returncode == 0, p.stderr
-    return p.stdout.strip()
+    return p.stdout
+
+
+def helper_in_fresh_interpreter(pure: str | None) -> str:
+    env = {} if pure is None else {"LEDGER_PURE_PYTHON": pure}
+    return fresh_python("import ledger.verify as v; print(v._speedups is None)", **env).strip()
 
 
 def test_pure_python_env_turns_the_helper_off():
