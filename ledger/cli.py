@@ -34,6 +34,8 @@ EXIT_OK, EXIT_EVIDENCE, EXIT_ERROR = 0, 1, 2
 app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help texts are plain text: "s3://bucket/prefix[/namespace]" is not rich markup.
+    rich_markup_mode=None,
     no_args_is_help=True,
     help="Tamper-evident evidence ledger.",
 )

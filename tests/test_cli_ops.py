@@ -14,9 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+import typer.main
+from typer.testing import CliRunner
 
 from ledger import Ledger
 from ledger import events as ev
+from ledger.cli import app
 from ledger.keys import load_key_file, write_key_file
 from ledger.reader import session_paths
 
@@ -161,3 +164,21 @@ def test_unknown_store_scheme_and_missing_key_are_usage_errors(site):
     started = time.monotonic()
     r = ledger("verify", "--key-file", str(key_file), "file:///nonexistent-cold-store")
     assert r.returncode == 2 and time.monotonic() - started < 60
+
+
+def _command_paths(group, prefix: tuple[str, ...] = ()):
+    for name, command in group.commands.items():
+        yield (*prefix, name)
+        if hasattr(command, "commands"):  # a group such as `prove`
+            yield from _command_paths(command, (*prefix, name))
+
+
+def test_every_command_prints_its_help():
+    """Help is plain text: `verify --help` once died on rich markup ("prefix[/namespace]")."""
+    runner = CliRunner()
+    paths = list(_command_paths(typer.main.get_command(app)))
+    assert ("verify",) in paths and len(paths) > 10
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output, result.exception)
+        assert "Usage" in result.output, path
