@@ -142,6 +142,7 @@ def session_checkpoints(path: Path, start: int = 0) -> tuple[list[tuple[int, byt
             origin = fmt.decode_opened(bytes(e.data)).origin
         elif e.kind in fmt.SIGNED_KINDS and origin is not None:
             cp = fmt.decode_checkpoint(e.kind, bytes(e.data))
-            text = fmt.checkpoint_text(origin, cp.size, bytes.fromhex(cp.root))
+            # A seal's note carries its ``ledger-seal`` extension line: that is what it signs.
+            text = fmt.signed_text(origin, cp, bytes.fromhex(cp.root))
             found.append((cp.size, checkpoint_note(text, cp.sigs)))
     return found, start + end

@@ -107,10 +107,14 @@ class Checkpoint(msgspec.Struct, kw_only=True):
 
 
 class Sealed(Checkpoint, kw_only=True):
-    """data of ``session.sealed``: the final checkpoint; nothing may follow it."""
+    """data of ``session.sealed``: the final checkpoint; nothing may follow it.
+
+    Its signatures cover the seal text (``seal_text``), so ``reason`` and the drop
+    total are signed too and a checkpoint's signature cannot be replayed as a seal.
+    """
 
     reason: str
-    dropped: int | dict[str, int]
+    dropped: int | dict[str, int] | None = None  # absent counts as 0 in the seal text
     torn_bytes: int | None = None
 
 
@@ -209,6 +213,36 @@ def checkpoint_text(origin: str, size: int, root: bytes) -> bytes:
     return b"%s\n%d\n%s\n" % (origin.encode("utf-8"), size, base64.b64encode(root))
 
 
+# A seal reason is signed as a word of the extension line: no spaces, no escapes.
+_SEAL_REASON_RE = re.compile(r"[a-z][a-z_]{0,31}")
+
+
+def valid_seal_reason(reason: object) -> bool:
+    return isinstance(reason, str) and _SEAL_REASON_RE.fullmatch(reason) is not None
+
+
+def seal_text(origin: str, size: int, root: bytes, reason: str, dropped: int | dict[str, int] | None) -> bytes:
+    """What a ``session.sealed`` line's signatures cover (SPEC 4.3): the checkpoint
+    text for its size, then the extension line ``ledger-seal <reason> <D>``, D the
+    total drop count. Raises ValueError for a reason SPEC does not allow."""
+    return checkpoint_text(origin, size, root) + seal_extension(reason, dropped)
+
+
+def seal_extension(reason: str, dropped: int | dict[str, int] | None) -> bytes:
+    """The seal text's extension line: ``ledger-seal <reason> <D>`` LF."""
+    if not valid_seal_reason(reason):
+        raise ValueError(f"seal reason {reason!r} does not match [a-z][a-z_]{{0,31}}")
+    return b"ledger-seal %s %d\n" % (reason.encode("ascii"), dropped_total(dropped))
+
+
+def signed_text(origin: str, cp: Checkpoint, root: bytes) -> bytes:
+    """The text a checkpoint or seal line's signatures are over: a seal signs its seal
+    text, never the plain checkpoint text (which a checkpoint of the same size signs)."""
+    if isinstance(cp, Sealed):
+        return seal_text(origin, cp.size, root, cp.reason, cp.dropped)
+    return checkpoint_text(origin, cp.size, root)
+
+
 def hmac_sig(key: bytes, text: bytes) -> Sig:
     from .keys import key_id
 
@@ -234,15 +268,21 @@ def build_checkpoint(
     keys: list[bytes],
     signers: list = (),
     now: float | None = None,
+    seal: tuple[str, int | dict[str, int]] | None = None,
     **extra: object,
 ) -> dict:
     """data for a checkpoint or seal line at seq ``size``.
 
     ``keys`` sign with HMAC-SHA256; each of ``signers`` is a callable
     ``(text, now) -> {"alg", "key", "sig"}`` (Ed25519 notes, the forward-secure ratchet).
+    ``seal`` = (reason, dropped) makes it a seal's data: every signature is then over
+    the seal text, and ``reason`` and ``dropped`` are added.
     """
-    text = checkpoint_text(origin, size, root)
+    text = checkpoint_text(origin, size, root) if seal is None else seal_text(origin, size, root, *seal)
     sigs = [msgspec.structs.asdict(hmac_sig(k, text)) for k in keys]
     when = time.time() if now is None else now
     sigs += [sign(text, when) for sign in signers]
-    return {"size": size, "root": root.hex(), "chain": chain.hex(), "sigs": sigs, **extra}
+    data = {"size": size, "root": root.hex(), "chain": chain.hex(), "sigs": sigs, **extra}
+    if seal is not None:
+        data["reason"], data["dropped"] = seal
+    return data

@@ -77,10 +77,11 @@ class CheckpointRef(NamedTuple):
     root: str  # hex
     sigs: list[fmt.Sig]
     line: int  # 1-based line number of the checkpoint line (its seq + 1)
+    extension: bytes = b""  # a seal's ``ledger-seal`` line (SPEC 4.3); empty for a checkpoint
 
     def text(self) -> bytes:
-        """The C2SP checkpoint body this line's signatures are over."""
-        return fmt.checkpoint_text(self.origin, self.size, bytes.fromhex(self.root))
+        """The C2SP checkpoint body this line's signatures are over (a seal's with its extension)."""
+        return fmt.checkpoint_text(self.origin, self.size, bytes.fromhex(self.root)) + self.extension
 
 
 def _b64(h: bytes) -> str:
@@ -100,9 +101,11 @@ class InclusionProof:
     root: bytes
     sigs: list[fmt.Sig] = field(default_factory=list)
     checkpoint_line: int = 0  # 1-based line of the checkpoint in the file
+    extension: bytes = b""  # the seal's extension line when the checkpoint is a seal
 
     def checkpoint_text(self) -> bytes:
-        return fmt.checkpoint_text(self.origin, self.size, self.root)
+        """The signed text of the checkpoint the proof is against."""
+        return fmt.checkpoint_text(self.origin, self.size, self.root) + self.extension
 
     def as_dict(self) -> dict:
         """JSON-ready (hashes hex, entry base64), for ``--json`` output."""
@@ -235,9 +238,10 @@ class SessionTree:
         if event.kind in fmt.SIGNED_KINDS:
             try:
                 cp = fmt.decode_checkpoint(event.kind, event.data)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+                extension = fmt.seal_extension(cp.reason, cp.dropped) if isinstance(cp, fmt.Sealed) else b""
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
                 return origin  # not a usable checkpoint; the verifier reports it
-            checkpoints.append(CheckpointRef(origin, cp.size, cp.root, list(cp.sigs), seq + 1))
+            checkpoints.append(CheckpointRef(origin, cp.size, cp.root, list(cp.sigs), seq + 1, extension))
         return origin
 
     def leaf_hashes(self) -> list[bytes]:
@@ -355,6 +359,7 @@ class SessionTree:
             root=bytes.fromhex(cp.root),
             sigs=cp.sigs,
             checkpoint_line=cp.line,
+            extension=cp.extension,
         )
 
     def consistency(self, old_size: int, new_size: int | None = None) -> ConsistencyProof:

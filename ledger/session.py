@@ -119,10 +119,10 @@ class SessionBuilder:
     def seal_line(
         self, ts: str, reason: str, dropped: dict[str, int] | int, now: float | None = None, **extra: object
     ) -> bytes:
-        """The final, signed ``session.sealed`` line."""
-        data = fmt.build_checkpoint(self.origin, self.size, self.tree.root(), self.chain, self.keys, self.signers, now)
-        data["reason"] = reason
-        data["dropped"] = dropped
+        """The final, signed ``session.sealed`` line (its signatures over the seal text)."""
+        data = fmt.build_checkpoint(
+            self.origin, self.size, self.tree.root(), self.chain, self.keys, self.signers, now, seal=(reason, dropped)
+        )
         data.update(extra)
         line = self.line(fmt.KIND_SEALED, _encode(data), ts)
         self.sealed = True

@@ -624,6 +624,10 @@ class _FileCheck:
         except msgspec.ValidationError as exc:
             self.fail(line, sp.seq, "bad_checkpoint", f"{sp.kind} data: {exc}")
             return False
+        if isinstance(cp, fmt.Sealed) and not fmt.valid_seal_reason(cp.reason):
+            # The reason is a word of the signed seal text (SPEC 4.3).
+            self.fail(line, sp.seq, "bad_checkpoint", f"seal reason {cp.reason[:40]!r} is not [a-z][a-z_]{{0,31}}")
+            return False
         n = sp.seq
         if cp.size != n:
             self.fail(line, n, "size_mismatch", f"checkpoint size {cp.size} at seq {n}")
@@ -649,7 +653,7 @@ class _FileCheck:
         """At least one signature by a trusted key, and every trusted signature verifies."""
         if not self.policy.checks_signatures:
             return True
-        text = fmt.checkpoint_text(self.report.origin or "", n, root)
+        text = fmt.signed_text(self.report.origin or "", cp, root)
         signed_by = []
         for sig in cp.sigs:
             verdict = self._check_sig(sig, text, ts)

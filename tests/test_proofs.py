@@ -86,7 +86,7 @@ def checkpoint_sizes(lines: list[bytes]) -> list[int]:
 
 
 def signed_note(p: proofs.InclusionProof, signers=(LOG,)) -> bytes:
-    return sign_note(fmt.checkpoint_text(p.origin, p.size, p.root), list(signers))
+    return sign_note(p.checkpoint_text(), list(signers))
 
 
 # --- 1. small trees, every pair ---------------------------------------------------------------
@@ -175,9 +175,11 @@ def test_default_checkpoint_is_the_last(small):
     last = checkpoint_sizes(lines)[-1]
     cp = proofs.find_checkpoint(path)
     assert cp == proofs.find_checkpoint(path, last)
-    origin, size, root_hex, sigs, line = cp
+    origin, size, root_hex, sigs, line, extension = cp
     assert (origin, size, root_hex, line) == (ORIGIN, last, ref_mth(leaves[:last]).hex(), last + 1)
-    assert cp.text() == fmt.checkpoint_text(ORIGIN, last, bytes.fromhex(root_hex))
+    # The last commitment is the seal: its signatures are over the seal text (SPEC 4.3).
+    assert extension == b"ledger-seal closed 0\n"
+    assert cp.text() == fmt.seal_text(ORIGIN, last, bytes.fromhex(root_hex), "closed", {})
     assert fmt.hmac_matches(KEY, cp.text(), sigs[0].sig)
     p = proofs.inclusion(path, 0)
     assert p.size == last

@@ -180,6 +180,23 @@ def checkpoint_text(origin: str, size: int, root: bytes) -> bytes:
     return f"{origin}\n{size}\n{base64.b64encode(root).decode()}\n".encode()
 
 
+def signed_text(origin: str, size: int, root: bytes, data: dict) -> bytes:
+    """What the signatures of the checkpoint or seal line with ``data`` cover: a seal adds
+    the extension line ``ledger-seal <reason> <total drops>`` (SPEC 4.3)."""
+    text = checkpoint_text(origin, size, root)
+    if "reason" not in data:
+        return text
+    dropped = data.get("dropped") or 0
+    total = dropped if isinstance(dropped, int) else sum(dropped.values())
+    return text + f"ledger-seal {data['reason']} {total}\n".encode()
+
+
+def signed_text_of(path: Path, origin: str, leaves: list[bytes], size: int) -> bytes:
+    """The signed text of the checkpoint or seal of ``size`` in the session at ``path``."""
+    [data] = [d for seq, _, d in checkpoint_lines(path) if seq == size]
+    return signed_text(origin, size, ref_mth(leaves[:size]), data)
+
+
 def ref_key_hash(name: str, public: bytes) -> bytes:
     return hashlib.sha256(name.encode() + b"\n\x01" + public).digest()[:4]
 
@@ -380,7 +397,8 @@ def test_every_checkpoint_and_seal_carries_hmac_and_ed25519(tmp_path, keys):
     public = keys.alpha.public_key
     for seq, _, data in cps:
         assert data["size"] == seq and bytes.fromhex(data["root"]) == ref_mth(leaves[:seq])
-        text = checkpoint_text(origin, seq, ref_mth(leaves[:seq]))
+        text = signed_text(origin, seq, ref_mth(leaves[:seq]), data)
+        assert text.endswith(b"\nledger-seal closed 0\n") == (seq == 10)
         by_alg = {s["alg"]: s for s in data["sigs"]}
         assert sorted(by_alg) == ["ed25519", "hmac-sha256"] and len(data["sigs"]) == 2
         h = by_alg["hmac-sha256"]
@@ -410,7 +428,7 @@ def test_checkpoint_command_prints_a_standard_signed_note(tmp_path, keys):
     )
     for r, size in ((latest, 10), (at5, 5), (at2, 2)):
         assert r.code == 0, str(r)
-        text = checkpoint_text(origin, size, ref_mth(leaves[:size]))
+        text = signed_text_of(path, origin, leaves, size)
         sig = base64.b64encode(ref_key_hash("alpha", keys.alpha.public_key) + keys.alpha.sign(text))
         assert r.out == text + b"\n" + f"{EM_DASH} alpha ".encode() + sig + b"\n"
         assert open_note(r.out, [keys.valpha]) == ["alpha"]
@@ -703,7 +721,7 @@ def proof_log(tmp_path_factory) -> tuple[ProofLog, Keys]:
 
 
 def expected_tlog_proof(log: ProofLog, keys: Keys, seq: int, size: int) -> bytes:
-    text = checkpoint_text(log.origin, size, ref_mth(log.leaves[:size]))
+    text = signed_text_of(log.path, log.origin, log.leaves, size)
     sig = base64.b64encode(ref_key_hash("alpha", keys.alpha.public_key) + keys.alpha.sign(text))
     head = [b"c2sp.org/tlog-proof@v1", b"extra " + base64.b64encode(log.lines[seq]), b"index %d" % seq]
     head += [base64.b64encode(h) for h in ref_path(seq, log.leaves[:size])]
@@ -946,7 +964,7 @@ def test_witness_store_catches_rewritten_and_truncated_history(tmp_path, keys):
     leaves = [ref_leaf(x) for x in lines]
     origin = json.loads(parse_line(lines[0])[3])["origin"]
     for size, note in stored.items():
-        text = checkpoint_text(origin, size, ref_mth(leaves[:size]))
+        text = signed_text_of(path, origin, leaves, size)
         assert note.startswith(text + b"\n")
         assert open_note(note, [keys.valpha]) == ["alpha"]  # the HMAC line is an unknown key: skipped
         names = [x.split(" ")[1] for x in note[len(text) + 1 :].decode().splitlines()]

@@ -40,7 +40,10 @@ from ledger.verify import FileReport, Policy, verify_file, verify_path
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "fixtures"
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
+# The independent samples, vendored so the suite runs in a bare clone; checked against
+# ../shared/conformance/v1 whenever that folder is beside the clone.
+CONFORMANCE_V1 = Path(__file__).resolve().parent / "vectors" / "conformance-v1"
+SHARED_V1 = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "v1"
 
 KEY = bytes(range(32))
 WRONG_KEY = bytes(range(0x40, 0x60))
@@ -295,17 +298,23 @@ def test_fixture_generator_is_deterministic_and_committed(tmp_path):
 
 
 def _conformance_cases() -> list:
-    exp = CONFORMANCE / "v1" / "expected.json"
-    if not exp.is_file():
-        reason = f"conformance samples not found at {CONFORMANCE} (the shared folder is not checked out here)"
-        return [pytest.param(None, marks=pytest.mark.skip(reason=reason), id="absent")]
-    data = json.loads(exp.read_text(encoding="utf-8"))
+    data = json.loads((CONFORMANCE_V1 / "expected.json").read_text(encoding="utf-8"))
     return [pytest.param(data["key_file"], c, id=f"{c['file']}{' '.join(c['args'])}") for c in data["cases"]]
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.skipif(not SHARED_V1.is_dir(), reason=f"{SHARED_V1} not present: the vendored copy is used alone")
+def test_conformance_copy_matches_shared():
+    """The vendored samples (tests/vectors/conformance-v1) must not drift from ../shared."""
+    assert _tree_bytes(CONFORMANCE_V1) == _tree_bytes(SHARED_V1)
 
 
 @pytest.mark.parametrize(("key_file", "case"), _conformance_cases())
 def test_conformance_case(key_file, case):
-    v1 = CONFORMANCE / "v1"
+    v1 = CONFORMANCE_V1
     p, report = verify_json("--key-file", v1 / key_file, *case["args"], v1 / case["file"])
     assert p.returncode == case["exit"], (case["why"], p.stdout)
     failing = [f for f in report["files"] if f["first_error"] is not None]

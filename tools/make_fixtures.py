@@ -19,7 +19,8 @@ Running it twice gives byte-identical output. It makes:
   namespace, s2's ``prev`` being ``SessionBuilder.summary()`` of s1;
 * ``tamper/*.ndjson``: copies of ``sealed.ndjson`` each damaged one way (byte flip,
   deleted / duplicated / swapped / inserted line, truncation, a line after the seal,
-  edits re-hashed without the key or re-signed with another key);
+  edits re-hashed without the key or re-signed with another key, a checkpoint's
+  signature replayed as a seal, a seal's reason or drop count edited);
 * ``expected.json``: every case: file, arguments, expected exit code, expected first
   bad line (1-based, null for file-level failures) and reason, and why. Paths in
   ``file`` and ``args`` are relative to ``fixtures/``: run each case from that folder as
@@ -129,6 +130,17 @@ def rechain(lines: list[bytes]) -> list[bytes]:
         chain = fmt.next_chain(chain, leaf_hash(event))
         out.append(fmt.make_line(event, chain))
     return out
+
+
+def replay_as_seal(lines: list[bytes], cp_seq: int) -> list[bytes]:
+    """The session cut at the checkpoint of seq ``cp_seq``, that checkpoint's line replaced
+    by a seal reusing its signatures (what anyone who can write the file can do)."""
+    cp = json.loads(lines[cp_seq])
+    data = {**cp["data"], "reason": "closed", "dropped": 0}
+    data_json = json.dumps(data, separators=(",", ":")).encode("utf-8")
+    event = fmt.encode_event(cp_seq, cp["ts"], fmt.KIND_SEALED, data_json)
+    prev_chain = bytes.fromhex(fmt.chain_of_line(lines[cp_seq - 1]))
+    return lines[:cp_seq] + [fmt.make_line(event, fmt.next_chain(prev_chain, leaf_hash(event)))]
 
 
 def flip_in_line(line: bytes, needle: bytes, bit: int = 0x01) -> bytes:
@@ -299,6 +311,35 @@ def cases_and_files() -> tuple[dict[str, bytes], list[dict]]:
         args=[],
         events=41,
         signatures="unchecked",
+    )
+
+    tamper(
+        "seal-replay.ndjson",
+        replay_as_seal(sealed, 30),
+        31,
+        "bad_signature",
+        "cut after the checkpoint at line 31, which is replaced by a seal carrying that checkpoint's "
+        "signatures: a seal signs its seal text, never the plain checkpoint text",
+    )
+
+    t = list(sealed)
+    t[40] = t[40].replace(b'"reason":"closed"', b'"reason":"rotated"')
+    tamper(
+        "seal-reason-edited.ndjson",
+        rechain(t),
+        41,
+        "bad_signature",
+        "the seal's reason edited and its chain value recomputed: the reason is signed",
+    )
+
+    t = list(sealed)
+    t[40] = t[40].replace(b'"dropped":{"queue_full":2}', b'"dropped":{"queue_full":0}')
+    tamper(
+        "seal-dropped-edited.ndjson",
+        rechain(t),
+        41,
+        "bad_signature",
+        "the seal's drop count edited and its chain value recomputed: the drop total is signed",
     )
 
     _, t = build(SEALED_ID, size=40, every=10, keys=(WRONG_KEY,), edit_seq=14)
