@@ -659,12 +659,27 @@ def captures(
 def _show_view(cfg, name: str, table, as_json: bool) -> None:
     """Catch the projection up, then print one of its views as JSON or a table."""
     with _projector(cfg) as views:
-        views.catch_up()
+        result = views.catch_up()
         rows = getattr(views, name)()
     if as_json:
         _print_json(rows)
     else:
         _out_console().print(table(rows))
+    _warn_changed(result)
+
+
+def _warn_changed(result) -> None:
+    """A sealed session that changed after it was folded is tamper evidence (exit 1),
+    though the views now show what the files say: LMDB on the same disk is no witness,
+    the files are what `ledger verify` can judge. Repeated until `ledger rebuild`."""
+    for line in result.changed:
+        print(
+            f"ledger: warning: {line}; views rebuilt from the files (check with ledger verify; "
+            "ledger rebuild acknowledges)",
+            file=sys.stderr,
+        )
+    if result.changed:
+        raise typer.Exit(EXIT_EVIDENCE)
 
 
 @app.command()
@@ -721,6 +736,7 @@ def rebuild(
         result = views.rebuild()
         n_caps, n_batches = len(views.captures()), len(views.batches())
     print(f"rebuilt from {result.applied:,} events: {n_caps} captures, {n_batches} batches", file=sys.stderr)
+    _warn_changed(result)
 
 
 @app.command()

@@ -13,6 +13,20 @@ it covers; before applying more, ``catch_up`` checks that the ledger still has
 that chain value at that position, and rebuilds (saying why) if it does not: a
 view of a history that changed is never served.
 
+The position only pins the session being written. For every session folded through
+its seal the view also keeps its summary (size, root, chain: what the next session's
+``prev`` names), recomputed from the bytes folded, never copied from the file's own
+fields, plus the file's size, mtime, ctime and inode when it was read. ``catch_up``
+re-hashes only the present sessions whose file identity changed, and a summary that
+no longer matches means a sealed session was rewritten after it was folded (perhaps
+re-signed by someone holding the key): the views are rebuilt from the files and the
+result names the session (``ApplyResult.changed``). Any rebuild compares the summaries
+it folds with those it dropped, so ``rebuild()`` reports the same. A session that is
+absent (archived, then deleted locally) is not a change. The LMDB files sit on the
+same disk as the sessions, so this is a tripwire for the operator, not a witness:
+``ledger verify`` (the next session's ``prev``, checkpoints shipped off the box)
+decides which bytes are genuine.
+
 Hot-tier sessions are read from ``<root>/<namespace>``. Sessions already archived
 and deleted locally can be supplied by an ``archived_sessions`` callable (the cold
 tier), so a rebuild still covers the whole history.
@@ -20,10 +34,11 @@ tier), so a rebuild still covers the whole history.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -32,11 +47,15 @@ import msgspec
 
 from . import events as ev
 from .errors import InputError
+from .format import TRAILER_LEN, ZERO_CHAIN
+from .merkle import Accumulator, CompactRange
 from .reader import StoredEvent, decode_line, iter_lines, session_paths
 
 log = logging.getLogger("ledger.projections")
 
 VIEWS_DIR = ".views"
+# Bumped when the stored layout changes; a view without it is rebuilt once.
+VIEW_FORMAT = b"2"
 COMMIT_EVERY = 20_000
 CaptureState = Literal["capturing", "local", "failed", "evicted", "offloaded", "remote-deleted"]
 
@@ -86,6 +105,25 @@ class Position(msgspec.Struct):
     seq: int
     chain: str
     sealed: bool
+    # The Merkle subtree hashes (largest first) and the chain recomputed over lines
+    # 0..seq, so folding the rest of the session can finish its summary without
+    # reading its beginning again.
+    tree: list[str] = []
+    hashed_chain: str = ""
+
+
+class Folded(msgspec.Struct):
+    """A session folded through its seal: its summary, recomputed from the bytes folded,
+    and the identity of its file when they were read (all zero when it came from the
+    cold store): an unchanged identity lets catch-up skip re-hashing it."""
+
+    size: int
+    root: str
+    chain: str
+    file_bytes: int = 0
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+    ino: int = 0
 
 
 @dataclass
@@ -94,12 +132,85 @@ class ApplyResult:
     rebuilt: bool
     reason: str | None
     position: Position | None
+    # One line per folded session whose bytes now give another summary.
+    changed: list[str] = field(default_factory=list)
 
 
 _enc = msgspec.json.Encoder()
 _cap_dec = msgspec.json.Decoder(CaptureView)
 _batch_dec = msgspec.json.Decoder(BatchView)
 _pos_dec = msgspec.json.Decoder(Position)
+_folded_dec = msgspec.json.Decoder(Folded)
+_changed_dec = msgspec.json.Decoder(list[str])
+_sha256 = hashlib.sha256
+
+
+class _Summary:
+    """Size, root and chain of a session's lines so far, computed from their bytes (SPEC 2.3)."""
+
+    __slots__ = ("tree", "chain")
+
+    def __init__(self, tree: Accumulator | None = None, chain: bytes = ZERO_CHAIN) -> None:
+        self.tree = tree or Accumulator()
+        self.chain = chain
+
+    @classmethod
+    def resume(cls, pos: Position) -> _Summary:
+        """The state saved with ``pos`` (lines 0..pos.seq). Precondition: pos.tree is set."""
+        size = pos.seq + 1
+        levels = [lv for lv in range(size.bit_length() - 1, -1, -1) if size >> lv & 1]
+        compact = CompactRange(0)
+        start = 0
+        for lv, h in zip(levels, pos.tree, strict=True):
+            compact.nodes.append((lv, start >> lv, bytes.fromhex(h)))
+            start += 1 << lv
+        compact.end = size
+        tree = Accumulator()
+        tree.extend(compact)
+        return cls(tree, bytes.fromhex(pos.hashed_chain))
+
+    def add(self, line: bytes) -> None:
+        """Line i without its LF: E_i is the line minus the chain member, plus the brace."""
+        leaf = _sha256(b"\x00" + line[:-TRAILER_LEN] + b"}").digest()
+        self.chain = _sha256(self.chain + leaf).digest()
+        self.tree.append(leaf)
+
+    def folded(self, ident: tuple[int, int, int, int]) -> Folded:
+        file_bytes, mtime, ctime, ino = ident
+        return Folded(self.tree.size, self.tree.root().hex(), self.chain.hex(), file_bytes, mtime, ctime, ino)
+
+
+def _identity(path: Path) -> tuple[int, int, int, int]:
+    """What changes when a file is rewritten: size, mtime, and ctime and inode, which
+    an editor restoring the mtime (touch -r) cannot set back."""
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+def summarize(path: Path) -> _Summary:
+    """The summary of a session file's complete lines, from its bytes."""
+    s = _Summary()
+    for _, line in iter_lines(path):
+        s.add(line)
+    return s
+
+
+def _same_summary(a: Folded, b: Folded) -> bool:
+    return (a.size, a.root, a.chain) == (b.size, b.root, b.chain)
+
+
+def _compare(name: str, old: Folded, new: Folded | None, present: bool) -> str | None:
+    """One line when session ``name``, folded through its seal before, now differs."""
+    if new is None and not present:
+        return None  # absent: archived and deleted locally, not a change
+    if new is None:
+        return f"session {name} was folded through its seal ({old.size} lines) and no longer ends in it"
+    if not _same_summary(old, new):
+        return (
+            f"session {name} changed after it was folded: {old.size} lines, root {old.root[:16]}.. then, "
+            f"{new.size} lines, root {new.root[:16]}.. now"
+        )
+    return None
 
 
 class _Txn:
@@ -206,6 +317,9 @@ def _remote_deleted(t: _Txn, d: ev.RemoteDeleted, session: str, seq: int) -> Non
             t.put_capture(v)
 
 
+# (session, (index, line) pairs, its summary so far, its file identity)
+_Source = tuple[str, Iterator[tuple[int, bytes]], _Summary, tuple[int, int, int, int]]
+
 _FOLD: dict[str, Callable] = {
     "capture.started": _capture_started,
     "capture.sealed": _capture_sealed,
@@ -240,7 +354,8 @@ class Projector:
         path = self.dir / VIEWS_DIR
         path.mkdir(mode=0o700, exist_ok=True)
         self.env = lmdb.open(str(path), max_dbs=8, map_size=map_size, subdir=True, mode=0o600)
-        self.dbs = {name: self.env.open_db(name.encode()) for name in ("captures", "batches", "sessions", "meta")}
+        names = ("captures", "batches", "sessions", "meta", "folded")
+        self.dbs = {name: self.env.open_db(name.encode()) for name in names}
 
     def close(self) -> None:
         self.env.close()
@@ -277,6 +392,11 @@ class Projector:
             raw = txn.get(bid, db=self.dbs["batches"]) if bid else None
         return _batch_dec.decode(raw) if raw else None
 
+    def folded(self) -> dict[str, Folded]:
+        """The summary of every session folded through its seal, by session."""
+        with self.env.begin() as txn:
+            return {k.decode(): _folded_dec.decode(v) for k, v in txn.cursor(db=self.dbs["folded"])}
+
     def dump(self) -> dict[str, list[tuple[bytes, bytes]]]:
         """Every key and value of every view, for byte-for-byte comparisons."""
         with self.env.begin() as txn:
@@ -285,39 +405,109 @@ class Projector:
     # ---- applying ---------------------------------------------------------------------
 
     def catch_up(self) -> ApplyResult:
-        """Apply events written since the stored position (rebuild if history changed)."""
+        """Apply events written since the stored position (rebuild if history changed).
+
+        ``changed`` lists every rewrite of a folded session found since the last
+        explicit ``rebuild()``, not only the ones found now: a caller that ignores the
+        result (``gc``, ``archive``) must not make the next one miss the warning."""
         pos = self.position()
         if pos is None:
             return self.rebuild()
+        if not self._current_format():
+            return self._rebuild("the view predates session summaries", keep_changed=True)
         problem = self._check_position(pos)
         if problem:
             log.warning("projection of %s: %s; rebuilding", self.dir.name, problem)
-            return self.rebuild(reason=problem)
-        later = [p for p in session_paths(self.dir) if p.stem > pos.session]
+            return self._rebuild(problem, keep_changed=True)
+        paths = session_paths(self.dir)
+        rewritten = self._check_folded(paths)
+        if rewritten:
+            return self._rebuild(f"folded session(s) rewritten: {', '.join(rewritten)}", keep_changed=True)
+        later = [p for p in paths if p.stem > pos.session]
         current = self.dir / f"{pos.session}.ndjson"
-        sources: list[tuple[str, Iterator[tuple[int, bytes]]]] = []
+        sources: list[_Source] = []
         if current.exists() and not pos.sealed:
-            sources.append((pos.session, iter_lines(current, pos.seq + 1)))
-        sources += [(p.stem, iter_lines(p)) for p in later]
-        applied = self._apply(sources, pos)
-        return ApplyResult(applied, False, None, self.position())
+            sources.append((pos.session, iter_lines(current, pos.seq + 1), _Summary.resume(pos), _identity(current)))
+        sources += [(p.stem, iter_lines(p), _Summary(), _identity(p)) for p in later]
+        applied = self._apply(sources)
+        return ApplyResult(applied, False, None, self.position(), self.changed())
 
     def rebuild(self, reason: str | None = None) -> ApplyResult:
-        """Drop every view and replay the whole history."""
-        with self.env.begin(write=True) as txn:
-            for db in self.dbs.values():
-                txn.drop(db, delete=False)
+        """Drop every view and replay the whole history. ``changed`` names the folded
+        sessions whose bytes now give another summary than when they were folded, and
+        the rewrites catch-up recorded before; this explicit rebuild then forgets them."""
+        return self._rebuild(reason, keep_changed=False)
+
+    def changed(self) -> list[str]:
+        """The rewrites of folded sessions recorded since the last explicit rebuild."""
+        with self.env.begin() as txn:
+            raw = txn.get(b"changed", db=self.dbs["meta"])
+        return _changed_dec.decode(raw) if raw else []
+
+    def _rebuild(self, reason: str | None, keep_changed: bool) -> ApplyResult:
+        before = self.folded()
+        recorded = self.changed()
         local = session_paths(self.dir)
         local_names = {p.stem for p in local}
-        sources: list[tuple[str, Iterator[tuple[int, bytes]]]] = []
+        sources: list[_Source] = []
         if self.archived_sessions is not None:
             for name, lines in self.archived_sessions():
                 if name not in local_names and (not local or name < local[-1].stem):
-                    sources.append((name, enumerate(lines)))
-        sources += [(p.stem, iter_lines(p)) for p in local]
+                    sources.append((name, enumerate(lines), _Summary(), (0, 0, 0, 0)))
+        # The identity is taken before the bytes are read: a change while folding
+        # leaves a stale identity, so the next catch-up re-hashes.
+        sources += [(p.stem, iter_lines(p), _Summary(), _identity(p)) for p in local]
         sources.sort(key=lambda s: s[0])
-        applied = self._apply(sources, None)
-        return ApplyResult(applied, True, reason, self.position())
+        changed: list[str] = []
+
+        def start(t: _Txn) -> None:
+            for db in self.dbs.values():
+                t.txn.drop(db, delete=False)
+            t.txn.put(b"format", VIEW_FORMAT, db=self.dbs["meta"])
+
+        def finish(t: _Txn) -> None:
+            # In the transaction that commits the last of the fold, so a crash never
+            # leaves views rebuilt from rewritten bytes without the record of it.
+            changed.extend(recorded)
+            for name, old in sorted(before.items()):
+                raw = t.txn.get(name.encode(), db=self.dbs["folded"])
+                line = _compare(name, old, _folded_dec.decode(raw) if raw else None, name in local_names)
+                if line is not None:
+                    changed.append(line)
+            if keep_changed and changed:
+                t.txn.put(b"changed", _enc.encode(changed), db=self.dbs["meta"])
+
+        applied = self._apply(sources, start, finish)
+        return ApplyResult(applied, True, reason, self.position(), changed)
+
+    def _current_format(self) -> bool:
+        with self.env.begin() as txn:
+            return txn.get(b"format", db=self.dbs["meta"]) == VIEW_FORMAT
+
+    def _check_folded(self, paths: list[Path]) -> list[str]:
+        """Present sessions folded through their seal whose bytes no longer give the
+        summary kept for them. Only files whose identity changed are re-hashed; one
+        that still hashes the same gets its new identity saved."""
+        folded = self.folded()
+        rewritten: list[str] = []
+        refreshed: dict[str, Folded] = {}
+        for path in paths:
+            old = folded.get(path.stem)
+            if old is None:
+                continue  # not folded through its seal yet: the position covers it
+            ident = _identity(path)
+            if ident == (old.file_bytes, old.mtime_ns, old.ctime_ns, old.ino):
+                continue
+            now = summarize(path).folded(ident)
+            if _same_summary(old, now):
+                refreshed[path.stem] = now
+            else:
+                rewritten.append(path.stem)
+        if refreshed and not rewritten:
+            with self.env.begin(write=True) as txn:
+                for name, f in refreshed.items():
+                    txn.put(name.encode(), _enc.encode(f), db=self.dbs["folded"])
+        return rewritten
 
     def _check_position(self, pos: Position) -> str | None:
         path = self.dir / f"{pos.session}.ndjson"
@@ -336,33 +526,47 @@ class Projector:
                 return None
         return f"{pos.session} no longer reaches seq {pos.seq} (truncated)"
 
-    def _apply(self, sources, pos: Position | None) -> int:
+    def _apply(self, sources: list[_Source], start=None, finish=None) -> int:
+        """Fold ``sources`` in order; ``start`` and ``finish`` run inside the first and
+        the last transaction."""
         applied = 0
         txn = self.env.begin(write=True)
         t = _Txn(txn, self.dbs)
         try:
-            for session, lines in sources:
+            if start is not None:
+                start(t)
+            for session, lines, summary, ident in sources:
                 last: StoredEvent | None = None
                 for _, line in lines:
                     e = decode_line(line)
+                    summary.add(line)
                     fold = _FOLD.get(e.kind)
                     if fold is not None:
                         fold(t, ev.decode(e.kind, e.data), session, e.seq)
                     last = e
                     applied += 1
                     if applied % COMMIT_EVERY == 0:
-                        self._save_position(t, session, last)
+                        self._save_position(t, session, last, summary, ident)
                         txn.commit()
                         txn = self.env.begin(write=True)
                         t = _Txn(txn, self.dbs)
                 if last is not None:
-                    self._save_position(t, session, last)
+                    self._save_position(t, session, last, summary, ident)
+            if finish is not None:
+                finish(t)
             txn.commit()
         except BaseException:
             txn.abort()
             raise
         return applied
 
-    def _save_position(self, t: _Txn, session: str, e: StoredEvent) -> None:
-        pos = Position(session=session, seq=e.seq, chain=e.chain, sealed=e.kind == "session.sealed")
+    def _save_position(self, t: _Txn, session: str, e: StoredEvent, summary: _Summary, ident) -> None:
+        sealed = e.kind == "session.sealed"
+        if sealed:
+            # The session's summary goes in with the position that says it is done.
+            t.txn.put(session.encode(), _enc.encode(summary.folded(ident)), db=self.dbs["folded"])
+            pos = Position(session=session, seq=e.seq, chain=e.chain, sealed=True)
+        else:
+            tree = [h.hex() for _, _, h in summary.tree.nodes]
+            pos = Position(session, e.seq, e.chain, False, tree, summary.chain.hex())
         t.txn.put(b"position", _enc.encode(pos), db=self.dbs["meta"])

@@ -231,3 +231,174 @@ def test_rebuild_uses_archived_sessions(tmp_path):
     with Projector(tmp_path, "n1", archived_sessions=from_cold) as p:
         p.rebuild()
         assert {c.capture_id for c in p.captures()} == {"old", "new"}
+
+
+# ---- a rewritten past: an insider with the key re-signs an earlier, folded session ----
+
+
+def _forge(path, old: bytes, new: bytes) -> None:
+    """Rewrite a sealed session as a key holder would: edit ``old`` to ``new`` (same
+    length) in one event's data, recompute every hash, re-sign every checkpoint and
+    the seal with KEY, write it in place and set the mtime back."""
+    import os
+
+    from ledger import format as fmt
+    from ledger.reader import decode_line
+    from ledger.session import SessionBuilder
+
+    st = path.stat()
+    events = [decode_line(line) for line in path.read_bytes().splitlines()]
+    opened = fmt.decode_opened(bytes(events[0].data))
+    b = SessionBuilder(path.parent.name, opened.session, [KEY], opened.prev)
+    out = [b.opened_line(events[0].ts)]
+    for e in events[1:]:
+        data = bytes(e.data)
+        if e.kind == fmt.KIND_CHECKPOINT:
+            out.append(b.checkpoint_line(e.ts, fmt.decode_checkpoint(e.kind, data).dropped))
+        elif e.kind == fmt.KIND_SEALED:
+            seal = fmt.decode_checkpoint(e.kind, data)
+            out.append(b.seal_line(e.ts, seal.reason, seal.dropped))
+        else:
+            out.append(b.line(e.kind, data.replace(old, new), e.ts))
+    forged = b"".join(out)
+    assert forged != path.read_bytes() and len(forged) == st.st_size
+    path.write_bytes(forged)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _two_sessions(root):
+    """Session 1 holds capture c1 (sealed, sha256 0..01); session 2 holds c2."""
+    with Ledger.open(root, namespace="n1", hmac_key=KEY) as led:
+        record(led, _started("c1"))
+        record(led, _sealed("c1", 1))
+    with Ledger.open(root, namespace="n1", hmac_key=KEY) as led:
+        record(led, _started("c2"))
+    return session_paths(root / "n1")[0]
+
+
+FORGED = "ee" * 32
+
+
+def test_rewritten_folded_session_warns_and_views_follow_the_files(tmp_path):
+    from ledger.verify import Policy, verify_path
+
+    first = _two_sessions(tmp_path)
+    with Projector(tmp_path, "n1") as p:
+        p.catch_up()
+        assert p.capture("c1").sha256 == f"{1:064x}"
+    _forge(first, f"{1:064x}".encode(), FORGED.encode())
+    # The forgery is good on its own: same size and mtime, every signature verifies.
+    assert verify_path([first], Policy(keys=(KEY,))).ok
+    with Projector(tmp_path, "n1") as p:
+        r = p.catch_up()
+        assert r.rebuilt and len(r.changed) == 1 and first.stem in r.changed[0]
+        # The view shows what the files on disk say (what `verify` can judge), not the
+        # LMDB copy of bytes that no longer exist; the warning is what must not be lost.
+        assert p.capture("c1").sha256 == FORGED
+        # Recorded until an explicit rebuild, so a caller that ignored the result
+        # (gc, archive) does not swallow it; no second rebuild.
+        again = p.catch_up()
+        assert not again.rebuilt and again.changed == r.changed
+        assert p.rebuild().changed == r.changed
+        assert p.catch_up().changed == []
+
+
+def test_explicit_rebuild_reports_a_rewritten_folded_session(tmp_path):
+    first = _two_sessions(tmp_path)
+    with Projector(tmp_path, "n1") as p:
+        p.catch_up()
+    _forge(first, f"{1:064x}".encode(), FORGED.encode())
+    with Projector(tmp_path, "n1") as p:
+        r = p.rebuild()
+        assert len(r.changed) == 1 and first.stem in r.changed[0]
+
+
+def test_unchanged_namespace_no_warning_no_rebuild_no_hashing(tmp_path, monkeypatch):
+    import os
+
+    import ledger.projections as proj
+
+    first = _two_sessions(tmp_path)
+    with Projector(tmp_path, "n1") as p:
+        p.catch_up()
+    hashed = []
+    real = proj.summarize
+    monkeypatch.setattr(proj, "summarize", lambda path: hashed.append(path) or real(path))
+    with Projector(tmp_path, "n1") as p:
+        r = p.catch_up()
+        assert not r.rebuilt and r.changed == [] and r.applied == 0 and hashed == []
+        os.utime(first)  # touched, not changed: hashed once, no warning, then cheap again
+        r = p.catch_up()
+        assert not r.rebuilt and r.changed == [] and hashed == [first]
+        p.catch_up()
+        assert hashed == [first]
+
+
+def test_locally_deleted_archived_session_is_no_warning(tmp_path):
+    first = _two_sessions(tmp_path)
+    with Projector(tmp_path, "n1") as p:
+        p.catch_up()
+        assert first.stem in p.folded()
+    first.unlink()  # archived, then deleted locally
+    with Projector(tmp_path, "n1") as p:
+        r = p.catch_up()
+        assert not r.rebuilt and r.changed == []
+        assert p.rebuild().changed == []
+
+
+def test_cut_folded_session_is_a_change(tmp_path):
+    first = _two_sessions(tmp_path)
+    with Projector(tmp_path, "n1") as p:
+        p.catch_up()
+    first.write_bytes(first.read_bytes().rsplit(b"\n", 2)[0] + b"\n")  # seal line gone
+    with Projector(tmp_path, "n1") as p:
+        r = p.catch_up()
+        assert r.rebuilt and len(r.changed) == 1 and "no longer ends in it" in r.changed[0]
+
+
+def test_summary_kept_matches_what_the_next_session_names(tmp_path):
+    """The summary folded for a session is the format's own `prev` of the next one,
+    including across a catch-up that stopped in the middle of the session."""
+    from ledger import format as fmt
+    from ledger.reader import decode_line
+
+    with Ledger.open(tmp_path, namespace="n1", hmac_key=KEY) as led:
+        for i in range(37):
+            record(led, _started(f"c{i}"))
+            if i == 20:
+                led.flush()
+                with Projector(tmp_path, "n1") as p:
+                    p.catch_up()
+                    assert not p.position().sealed
+    with Ledger.open(tmp_path, namespace="n1", hmac_key=KEY):
+        pass
+    first, second = session_paths(tmp_path / "n1")
+    prev = fmt.decode_opened(bytes(decode_line(second.read_bytes().split(b"\n")[0]).data)).prev
+    with Projector(tmp_path, "n1") as p:
+        p.catch_up()
+        f = p.folded()[first.stem]
+    assert (f.size, f.root, f.chain) == (prev.size, prev.root, prev.chain)
+
+
+def test_cli_captures_warns_once_per_rewritten_session(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    first = _two_sessions(tmp_path)
+
+    def captures():
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+        args = [sys.executable, "-m", "ledger.cli", "captures", "--json", "--root", str(tmp_path), "--namespace", "n1"]
+        return subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+
+    ok = captures()
+    assert ok.returncode == 0 and ok.stderr == ""
+    _forge(first, f"{1:064x}".encode(), FORGED.encode())
+    r = captures()
+    assert r.returncode == 1, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ledger: warning: session ") and first.stem in lines[0]
+    views = {c["capture_id"]: c for c in json.loads(r.stdout)}
+    assert views["c1"]["sha256"] == FORGED
