@@ -15,13 +15,14 @@ view of a history that changed is never served.
 
 The position only pins the session being written. For every session folded through
 its seal the view also keeps its summary (size, root, chain: what the next session's
-``prev`` names), recomputed from the bytes folded, never copied from the file's own
-fields, plus the file's size, mtime, ctime and inode when it was read. ``catch_up``
-re-hashes only the present sessions whose file identity changed, and a summary that
-no longer matches means a sealed session was rewritten after it was folded (perhaps
-re-signed by someone holding the key): the views are rebuilt from the files and the
-result names the session (``ApplyResult.changed``). Any rebuild compares the summaries
-it folds with those it dropped, so ``rebuild()`` reports the same. A session that is
+``prev`` names), recomputed from the file's bytes by the verifier's keyless checks,
+never copied from the file's own fields, with the file's size, mtime, ctime and inode
+from before it was read. ``catch_up`` verifies again only the present sessions whose
+identity changed (otherwise a stat each). A summary that no longer matches means a
+sealed session was rewritten after it was folded (perhaps re-signed by someone who
+holds the key): the views are rebuilt from the files, and the rewrite is named in
+``ApplyResult.changed`` by every catch-up until an explicit ``rebuild()``, which
+compares what it folds with what it dropped and reports the same. A session that is
 absent (archived, then deleted locally) is not a change. The LMDB files sit on the
 same disk as the sessions, so this is a tripwire for the operator, not a witness:
 ``ledger verify`` (the next session's ``prev``, checkpoints shipped off the box)
@@ -48,8 +49,9 @@ import msgspec
 from . import events as ev
 from .errors import InputError
 from .format import TRAILER_LEN, ZERO_CHAIN
-from .merkle import Accumulator, CompactRange
+from .merkle import Accumulator
 from .reader import StoredEvent, decode_line, iter_lines, session_paths
+from .verify import Policy, verify_file
 
 log = logging.getLogger("ledger.projections")
 
@@ -105,21 +107,19 @@ class Position(msgspec.Struct):
     seq: int
     chain: str
     sealed: bool
-    # The Merkle subtree hashes (largest first) and the chain recomputed over lines
-    # 0..seq, so folding the rest of the session can finish its summary without
-    # reading its beginning again.
-    tree: list[str] = []
-    hashed_chain: str = ""
 
 
 class Folded(msgspec.Struct):
-    """A session folded through its seal: its summary, recomputed from the bytes folded,
-    and the identity of its file when they were read (all zero when it came from the
-    cold store): an unchanged identity lets catch-up skip re-hashing it."""
+    """A session folded through its seal: its summary (what the next session's ``prev``
+    names) as a keyless verification of its bytes gave it, what that verification
+    found wrong if anything, and the identity of its file before it was read (all
+    zero when it came from the cold store): an unchanged identity lets catch-up skip
+    verifying it again."""
 
     size: int
     root: str
     chain: str
+    problem: str = ""
     file_bytes: int = 0
     mtime_ns: int = 0
     ctime_ns: int = 0
@@ -143,31 +143,35 @@ _pos_dec = msgspec.json.Decoder(Position)
 _folded_dec = msgspec.json.Decoder(Folded)
 _changed_dec = msgspec.json.Decoder(list[str])
 _sha256 = hashlib.sha256
+Identity = tuple[int, int, int, int]
+NO_FILE: Identity = (0, 0, 0, 0)
+
+
+def _identity(path: Path) -> Identity:
+    """What changes when a file is rewritten: size, mtime, and ctime and inode, which
+    an editor restoring the mtime (touch -r) cannot set back."""
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+def summarize(path: Path, ident: Identity) -> Folded:
+    """The summary of a session file, from its bytes: the keyless checks of SPEC
+    section 5 (the C helper's speed; one process, no workers forked beside LMDB)."""
+    r = verify_file(path, Policy(jobs=1))
+    e = r.first_error
+    problem = "" if e is None else f"{e.reason} at line {e.line}" if e.line else e.reason
+    return Folded(r.events, r.root, r.chain, problem, *ident)
 
 
 class _Summary:
-    """Size, root and chain of a session's lines so far, computed from their bytes (SPEC 2.3)."""
+    """Size, root and chain of lines streamed from the cold store, computed from their
+    bytes (SPEC 2.3); local files are summarized by ``summarize`` instead."""
 
     __slots__ = ("tree", "chain")
 
-    def __init__(self, tree: Accumulator | None = None, chain: bytes = ZERO_CHAIN) -> None:
-        self.tree = tree or Accumulator()
-        self.chain = chain
-
-    @classmethod
-    def resume(cls, pos: Position) -> _Summary:
-        """The state saved with ``pos`` (lines 0..pos.seq). Precondition: pos.tree is set."""
-        size = pos.seq + 1
-        levels = [lv for lv in range(size.bit_length() - 1, -1, -1) if size >> lv & 1]
-        compact = CompactRange(0)
-        start = 0
-        for lv, h in zip(levels, pos.tree, strict=True):
-            compact.nodes.append((lv, start >> lv, bytes.fromhex(h)))
-            start += 1 << lv
-        compact.end = size
-        tree = Accumulator()
-        tree.extend(compact)
-        return cls(tree, bytes.fromhex(pos.hashed_chain))
+    def __init__(self) -> None:
+        self.tree = Accumulator()
+        self.chain = ZERO_CHAIN
 
     def add(self, line: bytes) -> None:
         """Line i without its LF: E_i is the line minus the chain member, plus the brace."""
@@ -175,28 +179,12 @@ class _Summary:
         self.chain = _sha256(self.chain + leaf).digest()
         self.tree.append(leaf)
 
-    def folded(self, ident: tuple[int, int, int, int]) -> Folded:
-        file_bytes, mtime, ctime, ino = ident
-        return Folded(self.tree.size, self.tree.root().hex(), self.chain.hex(), file_bytes, mtime, ctime, ino)
-
-
-def _identity(path: Path) -> tuple[int, int, int, int]:
-    """What changes when a file is rewritten: size, mtime, and ctime and inode, which
-    an editor restoring the mtime (touch -r) cannot set back."""
-    st = path.stat()
-    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
-
-
-def summarize(path: Path) -> _Summary:
-    """The summary of a session file's complete lines, from its bytes."""
-    s = _Summary()
-    for _, line in iter_lines(path):
-        s.add(line)
-    return s
+    def folded(self) -> Folded:
+        return Folded(self.tree.size, self.tree.root().hex(), self.chain.hex())
 
 
 def _same_summary(a: Folded, b: Folded) -> bool:
-    return (a.size, a.root, a.chain) == (b.size, b.root, b.chain)
+    return (a.size, a.root, a.chain, a.problem) == (b.size, b.root, b.chain, b.problem)
 
 
 def _compare(name: str, old: Folded, new: Folded | None, present: bool) -> str | None:
@@ -206,10 +194,8 @@ def _compare(name: str, old: Folded, new: Folded | None, present: bool) -> str |
     if new is None:
         return f"session {name} was folded through its seal ({old.size} lines) and no longer ends in it"
     if not _same_summary(old, new):
-        return (
-            f"session {name} changed after it was folded: {old.size} lines, root {old.root[:16]}.. then, "
-            f"{new.size} lines, root {new.root[:16]}.. now"
-        )
+        now = f"{new.size} lines, root {new.root[:16]}.." + (f" ({new.problem})" if new.problem else "")
+        return f"session {name} changed after it was folded: {old.size} lines, root {old.root[:16]}.. then, {now} now"
     return None
 
 
@@ -317,8 +303,9 @@ def _remote_deleted(t: _Txn, d: ev.RemoteDeleted, session: str, seq: int) -> Non
             t.put_capture(v)
 
 
-# (session, (index, line) pairs, its summary so far, its file identity)
-_Source = tuple[str, Iterator[tuple[int, bytes]], _Summary, tuple[int, int, int, int]]
+# (session, its (index, line) pairs, its file or None (from the cold store), the file's
+# identity taken before any of it was read)
+_Source = tuple[str, Iterator[tuple[int, bytes]], Path | None, Identity]
 
 _FOLD: dict[str, Callable] = {
     "capture.started": _capture_started,
@@ -427,8 +414,8 @@ class Projector:
         current = self.dir / f"{pos.session}.ndjson"
         sources: list[_Source] = []
         if current.exists() and not pos.sealed:
-            sources.append((pos.session, iter_lines(current, pos.seq + 1), _Summary.resume(pos), _identity(current)))
-        sources += [(p.stem, iter_lines(p), _Summary(), _identity(p)) for p in later]
+            sources.append((pos.session, iter_lines(current, pos.seq + 1), current, _identity(current)))
+        sources += [(p.stem, iter_lines(p), p, _identity(p)) for p in later]
         applied = self._apply(sources)
         return ApplyResult(applied, False, None, self.position(), self.changed())
 
@@ -453,10 +440,10 @@ class Projector:
         if self.archived_sessions is not None:
             for name, lines in self.archived_sessions():
                 if name not in local_names and (not local or name < local[-1].stem):
-                    sources.append((name, enumerate(lines), _Summary(), (0, 0, 0, 0)))
+                    sources.append((name, enumerate(lines), None, NO_FILE))
         # The identity is taken before the bytes are read: a change while folding
         # leaves a stale identity, so the next catch-up re-hashes.
-        sources += [(p.stem, iter_lines(p), _Summary(), _identity(p)) for p in local]
+        sources += [(p.stem, iter_lines(p), p, _identity(p)) for p in local]
         sources.sort(key=lambda s: s[0])
         changed: list[str] = []
 
@@ -498,7 +485,7 @@ class Projector:
             ident = _identity(path)
             if ident == (old.file_bytes, old.mtime_ns, old.ctime_ns, old.ino):
                 continue
-            now = summarize(path).folded(ident)
+            now = summarize(path, ident)
             if _same_summary(old, now):
                 refreshed[path.stem] = now
             else:
@@ -535,23 +522,29 @@ class Projector:
         try:
             if start is not None:
                 start(t)
-            for session, lines, summary, ident in sources:
+            for session, lines, path, ident in sources:
+                summary = _Summary() if path is None else None
                 last: StoredEvent | None = None
                 for _, line in lines:
                     e = decode_line(line)
-                    summary.add(line)
+                    if summary is not None:
+                        summary.add(line)
                     fold = _FOLD.get(e.kind)
                     if fold is not None:
                         fold(t, ev.decode(e.kind, e.data), session, e.seq)
                     last = e
                     applied += 1
                     if applied % COMMIT_EVERY == 0:
-                        self._save_position(t, session, last, summary, ident)
+                        self._save_position(t, session, last)
                         txn.commit()
                         txn = self.env.begin(write=True)
                         t = _Txn(txn, self.dbs)
                 if last is not None:
-                    self._save_position(t, session, last, summary, ident)
+                    if last.kind == "session.sealed":
+                        done = summary.folded() if summary is not None else _summary_of_folded(path, ident, last)
+                        # With the position that says the session is done, in one transaction.
+                        t.txn.put(session.encode(), _enc.encode(done), db=self.dbs["folded"])
+                    self._save_position(t, session, last)
             if finish is not None:
                 finish(t)
             txn.commit()
@@ -560,13 +553,18 @@ class Projector:
             raise
         return applied
 
-    def _save_position(self, t: _Txn, session: str, e: StoredEvent, summary: _Summary, ident) -> None:
-        sealed = e.kind == "session.sealed"
-        if sealed:
-            # The session's summary goes in with the position that says it is done.
-            t.txn.put(session.encode(), _enc.encode(summary.folded(ident)), db=self.dbs["folded"])
-            pos = Position(session=session, seq=e.seq, chain=e.chain, sealed=True)
-        else:
-            tree = [h.hex() for _, _, h in summary.tree.nodes]
-            pos = Position(session, e.seq, e.chain, False, tree, summary.chain.hex())
+    def _save_position(self, t: _Txn, session: str, e: StoredEvent) -> None:
+        pos = Position(session=session, seq=e.seq, chain=e.chain, sealed=e.kind == "session.sealed")
         t.txn.put(b"position", _enc.encode(pos), db=self.dbs["meta"])
+
+
+def _summary_of_folded(path: Path, ident: Identity, seal: StoredEvent) -> Folded:
+    """The summary of a local session just folded through ``seal``. The file is read
+    again, by the verifier; its seal line must be the one folded (same seq, and the
+    chain it states, which the verifier recomputed from every line before). If not, the
+    file changed while it was folded, and the entry says so: it then matches no later
+    reading, so the next catch-up warns and folds the file again."""
+    done = summarize(path, ident)
+    if not done.problem and (done.size, done.chain) != (seal.seq + 1, seal.chain):
+        done.problem = f"changed while folded (seal at seq {seal.seq}, chain {seal.chain[:16]}.. folded)"
+    return done

@@ -323,7 +323,7 @@ def test_unchanged_namespace_no_warning_no_rebuild_no_hashing(tmp_path, monkeypa
         p.catch_up()
     hashed = []
     real = proj.summarize
-    monkeypatch.setattr(proj, "summarize", lambda path: hashed.append(path) or real(path))
+    monkeypatch.setattr(proj, "summarize", lambda path, ident: hashed.append(path) or real(path, ident))
     with Projector(tmp_path, "n1") as p:
         r = p.catch_up()
         assert not r.rebuilt and r.changed == [] and r.applied == 0 and hashed == []
