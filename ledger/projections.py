@@ -147,6 +147,27 @@ Identity = tuple[int, int, int, int]
 NO_FILE: Identity = (0, 0, 0, 0)
 
 
+@dataclass
+class _Changes:
+    """Rewrites of folded sessions: those recorded before this pass and those it finds.
+    With ``keep``, each found is recorded in the transaction that folds the new bytes,
+    so views rebuilt from rewritten bytes never exist without the record of it."""
+
+    recorded: list[str]
+    keep: bool
+    found: list[str] = field(default_factory=list)
+    sealed: set[str] = field(default_factory=set)  # sessions folded through their seal
+
+    @property
+    def all(self) -> list[str]:
+        return self.recorded + self.found
+
+    def add(self, t: _Txn, line: str) -> None:
+        self.found.append(line)
+        if self.keep:
+            t.txn.put(b"changed", _enc.encode(self.all), db=t.dbs["meta"])
+
+
 def _identity(path: Path) -> Identity:
     """What changes when a file is rewritten: size, mtime, and ctime and inode, which
     an editor restoring the mtime (touch -r) cannot set back."""
@@ -187,12 +208,8 @@ def _same_summary(a: Folded, b: Folded) -> bool:
     return (a.size, a.root, a.chain, a.problem) == (b.size, b.root, b.chain, b.problem)
 
 
-def _compare(name: str, old: Folded, new: Folded | None, present: bool) -> str | None:
+def _compare(name: str, old: Folded, new: Folded) -> str | None:
     """One line when session ``name``, folded through its seal before, now differs."""
-    if new is None and not present:
-        return None  # absent: archived and deleted locally, not a change
-    if new is None:
-        return f"session {name} was folded through its seal ({old.size} lines) and no longer ends in it"
     if not _same_summary(old, new):
         now = f"{new.size} lines, root {new.root[:16]}.." + (f" ({new.problem})" if new.problem else "")
         return f"session {name} changed after it was folded: {old.size} lines, root {old.root[:16]}.. then, {now} now"
@@ -401,29 +418,30 @@ class Projector:
         if pos is None:
             return self.rebuild()
         if not self._current_format():
-            return self._rebuild("the view predates session summaries", keep_changed=True)
+            return self._rebuild("the view predates session summaries", keep=True)
         problem = self._check_position(pos)
         if problem:
             log.warning("projection of %s: %s; rebuilding", self.dir.name, problem)
-            return self._rebuild(problem, keep_changed=True)
+            return self._rebuild(problem, keep=True)
         paths = session_paths(self.dir)
         rewritten = self._check_folded(paths)
         if rewritten:
-            return self._rebuild(f"folded session(s) rewritten: {', '.join(rewritten)}", keep_changed=True)
+            return self._rebuild(f"folded session(s) rewritten: {', '.join(rewritten)}", keep=True)
         later = [p for p in paths if p.stem > pos.session]
         current = self.dir / f"{pos.session}.ndjson"
         sources: list[_Source] = []
         if current.exists() and not pos.sealed:
             sources.append((pos.session, iter_lines(current, pos.seq + 1), current, _identity(current)))
         sources += [(p.stem, iter_lines(p), p, _identity(p)) for p in later]
-        applied = self._apply(sources)
-        return ApplyResult(applied, False, None, self.position(), self.changed())
+        changes = _Changes(self.changed(), keep=True)
+        applied = self._apply(sources, changes)
+        return ApplyResult(applied, False, None, self.position(), changes.all)
 
     def rebuild(self, reason: str | None = None) -> ApplyResult:
         """Drop every view and replay the whole history. ``changed`` names the folded
         sessions whose bytes now give another summary than when they were folded, and
         the rewrites catch-up recorded before; this explicit rebuild then forgets them."""
-        return self._rebuild(reason, keep_changed=False)
+        return self._rebuild(reason, keep=False)
 
     def changed(self) -> list[str]:
         """The rewrites of folded sessions recorded since the last explicit rebuild."""
@@ -431,9 +449,7 @@ class Projector:
             raw = txn.get(b"changed", db=self.dbs["meta"])
         return _changed_dec.decode(raw) if raw else []
 
-    def _rebuild(self, reason: str | None, keep_changed: bool) -> ApplyResult:
-        before = self.folded()
-        recorded = self.changed()
+    def _rebuild(self, reason: str | None, keep: bool) -> ApplyResult:
         local = session_paths(self.dir)
         local_names = {p.stem for p in local}
         sources: list[_Source] = []
@@ -442,30 +458,34 @@ class Projector:
                 if name not in local_names and (not local or name < local[-1].stem):
                     sources.append((name, enumerate(lines), None, NO_FILE))
         # The identity is taken before the bytes are read: a change while folding
-        # leaves a stale identity, so the next catch-up re-hashes.
+        # leaves a stale identity, so the next catch-up verifies the file again.
         sources += [(p.stem, iter_lines(p), p, _identity(p)) for p in local]
         sources.sort(key=lambda s: s[0])
-        changed: list[str] = []
+        changes = _Changes(self.changed(), keep)
+        folded = self.dbs["folded"]
 
         def start(t: _Txn) -> None:
-            for db in self.dbs.values():
-                t.txn.drop(db, delete=False)
+            # The summaries are kept: each is compared with the new one as its session
+            # is folded again, so a rebuild cut short loses none of them.
+            for name in ("captures", "batches", "sessions", "meta"):
+                t.txn.drop(self.dbs[name], delete=False)
             t.txn.put(b"format", VIEW_FORMAT, db=self.dbs["meta"])
+            if keep and changes.recorded:
+                t.txn.put(b"changed", _enc.encode(changes.recorded), db=self.dbs["meta"])
 
         def finish(t: _Txn) -> None:
-            # In the transaction that commits the last of the fold, so a crash never
-            # leaves views rebuilt from rewritten bytes without the record of it.
-            changed.extend(recorded)
-            for name, old in sorted(before.items()):
-                raw = t.txn.get(name.encode(), db=self.dbs["folded"])
-                line = _compare(name, old, _folded_dec.decode(raw) if raw else None, name in local_names)
-                if line is not None:
-                    changed.append(line)
-            if keep_changed and changed:
-                t.txn.put(b"changed", _enc.encode(changed), db=self.dbs["meta"])
+            # A present session that was folded through its seal and no longer reaches one.
+            for key, raw in list(t.txn.cursor(db=folded)):
+                name = key.decode()
+                if name in local_names and name not in changes.sealed:
+                    old = _folded_dec.decode(raw)
+                    changes.add(
+                        t, f"session {name} was folded through its seal ({old.size} lines) and no longer ends in it"
+                    )
+                    t.txn.delete(key, db=folded)
 
-        applied = self._apply(sources, start, finish)
-        return ApplyResult(applied, True, reason, self.position(), changed)
+        applied = self._apply(sources, changes, start, finish)
+        return ApplyResult(applied, True, reason, self.position(), changes.all)
 
     def _current_format(self) -> bool:
         with self.env.begin() as txn:
@@ -513,7 +533,7 @@ class Projector:
                 return None
         return f"{pos.session} no longer reaches seq {pos.seq} (truncated)"
 
-    def _apply(self, sources: list[_Source], start=None, finish=None) -> int:
+    def _apply(self, sources: list[_Source], changes: _Changes, start=None, finish=None) -> int:
         """Fold ``sources`` in order; ``start`` and ``finish`` run inside the first and
         the last transaction."""
         applied = 0
@@ -542,8 +562,7 @@ class Projector:
                 if last is not None:
                     if last.kind == "session.sealed":
                         done = summary.folded() if summary is not None else _summary_of_folded(path, ident, last)
-                        # With the position that says the session is done, in one transaction.
-                        t.txn.put(session.encode(), _enc.encode(done), db=self.dbs["folded"])
+                        self._save_summary(t, session, done, changes)
                     self._save_position(t, session, last)
             if finish is not None:
                 finish(t)
@@ -552,6 +571,18 @@ class Projector:
             txn.abort()
             raise
         return applied
+
+    def _save_summary(self, t: _Txn, session: str, done: Folded, changes: _Changes) -> None:
+        """In the transaction of the position that says the session is done, with the
+        record of a change when it was folded before as something else."""
+        key = session.encode()
+        raw = t.txn.get(key, db=self.dbs["folded"])
+        if raw is not None:
+            line = _compare(session, _folded_dec.decode(raw), done)
+            if line is not None:
+                changes.add(t, line)
+        changes.sealed.add(session)
+        t.txn.put(key, _enc.encode(done), db=self.dbs["folded"])
 
     def _save_position(self, t: _Txn, session: str, e: StoredEvent) -> None:
         pos = Position(session=session, seq=e.seq, chain=e.chain, sealed=e.kind == "session.sealed")

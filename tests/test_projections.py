@@ -313,6 +313,33 @@ def test_explicit_rebuild_reports_a_rewritten_folded_session(tmp_path):
         assert len(r.changed) == 1 and first.stem in r.changed[0]
 
 
+def test_rewrite_found_by_a_rebuild_cut_short_is_not_lost(tmp_path, monkeypatch):
+    """The rebuild commits every COMMIT_EVERY events; one that dies after folding the
+    rewritten session must leave the record of the rewrite, not views without it."""
+    import ledger.projections as proj
+
+    first = _two_sessions(tmp_path)
+    with Projector(tmp_path, "n1") as p:
+        p.catch_up()
+    _forge(first, f"{1:064x}".encode(), FORGED.encode())
+    real = proj.ev.decode
+
+    def dies_at_c2(kind, data):
+        if b'"c2"' in bytes(data):
+            raise RuntimeError("killed")
+        return real(kind, data)
+
+    monkeypatch.setattr(proj, "COMMIT_EVERY", 1)
+    monkeypatch.setattr(proj.ev, "decode", dies_at_c2)
+    with Projector(tmp_path, "n1") as p, pytest.raises(RuntimeError):
+        p.catch_up()
+    monkeypatch.setattr(proj.ev, "decode", real)
+    with Projector(tmp_path, "n1") as p:
+        r = p.catch_up()
+        assert len(r.changed) == 1 and first.stem in r.changed[0]
+        assert {c.capture_id for c in p.captures()} == {"c1", "c2"}
+
+
 def test_unchanged_namespace_no_warning_no_rebuild_no_hashing(tmp_path, monkeypatch):
     import os
 
