@@ -22,11 +22,11 @@ identity changed (otherwise a stat each). A summary that no longer matches means
 sealed session was rewritten after it was folded (perhaps re-signed by someone who
 holds the key): the views are rebuilt from the files, and the rewrite is named in
 ``ApplyResult.changed`` by every catch-up until an explicit ``rebuild()``, which
-compares what it folds with what it dropped and reports the same. A session that is
-absent (archived, then deleted locally) is not a change. The LMDB files sit on the
-same disk as the sessions, so this is a tripwire for the operator, not a witness:
-``ledger verify`` (the next session's ``prev``, checkpoints shipped off the box)
-decides which bytes are genuine.
+keeps the summaries, compares each with what it folds and reports the same. A
+session that is absent (archived, then deleted locally) is not a change. The LMDB
+files sit on the same disk as the sessions, so this is a tripwire for the operator,
+not a witness: ``ledger verify`` (the next session's ``prev``, checkpoints shipped
+off the box) decides which bytes are genuine.
 
 Hot-tier sessions are read from ``<root>/<namespace>``. Sessions already archived
 and deleted locally can be supplied by an ``archived_sessions`` callable (the cold
@@ -438,9 +438,10 @@ class Projector:
         return ApplyResult(applied, False, None, self.position(), changes.all)
 
     def rebuild(self, reason: str | None = None) -> ApplyResult:
-        """Drop every view and replay the whole history. ``changed`` names the folded
-        sessions whose bytes now give another summary than when they were folded, and
-        the rewrites catch-up recorded before; this explicit rebuild then forgets them."""
+        """Drop every view (the session summaries are kept, to compare) and replay the
+        whole history. ``changed`` names the folded sessions whose bytes now give
+        another summary than when they were folded, and the rewrites catch-up recorded
+        before; this explicit rebuild then forgets them."""
         return self._rebuild(reason, keep=False)
 
     def changed(self) -> list[str]:
@@ -493,8 +494,8 @@ class Projector:
 
     def _check_folded(self, paths: list[Path]) -> list[str]:
         """Present sessions folded through their seal whose bytes no longer give the
-        summary kept for them. Only files whose identity changed are re-hashed; one
-        that still hashes the same gets its new identity saved."""
+        summary kept for them. Only files whose identity changed are read; one that
+        still gives the same summary gets its new identity saved."""
         folded = self.folded()
         rewritten: list[str] = []
         refreshed: dict[str, Folded] = {}
