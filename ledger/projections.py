@@ -578,11 +578,16 @@ class Projector:
         record of a change when it was folded before as something else."""
         key = session.encode()
         raw = t.txn.get(key, db=self.dbs["folded"])
+        changes.sealed.add(session)
         if raw is not None:
-            line = _compare(session, _folded_dec.decode(raw), done)
+            old = _folded_dec.decode(raw)
+            line = _compare(session, old, done)
             if line is not None:
                 changes.add(t, line)
-        changes.sealed.add(session)
+            elif (done.file_bytes, done.ino) == (0, 0):
+                # The same bytes again, from the cold store: the entry keeps the local
+                # file's identity, so a rebuild with a store changes nothing stored.
+                return
         t.txn.put(key, _enc.encode(done), db=self.dbs["folded"])
 
     def _save_position(self, t: _Txn, session: str, e: StoredEvent) -> None:

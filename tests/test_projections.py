@@ -429,3 +429,24 @@ def test_cli_captures_warns_once_per_rewritten_session(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("ledger: warning: session ") and first.stem in lines[0]
     views = {c["capture_id"]: c for c in json.loads(r.stdout)}
     assert views["c1"]["sha256"] == FORGED
+
+
+def test_rebuild_from_the_cold_store_compares_with_what_was_folded_locally(tmp_path):
+    first = _two_sessions(tmp_path)
+    with Projector(tmp_path, "n1") as p:
+        p.catch_up()
+    intact = first.read_bytes()
+    _forge(first, f"{1:064x}".encode(), FORGED.encode())
+    forged = first.read_bytes()
+    first.unlink()  # archived and deleted; the cold copy is what comes back
+
+    def cold(data):
+        return lambda: iter([(first.stem, iter(data.split(b"\n")[:-1]))])
+
+    with Projector(tmp_path, "n1", archived_sessions=cold(intact)) as p:
+        before = p.dump()
+        r = p.rebuild()
+        assert r.changed == [] and p.dump() == before  # same bytes: nothing stored changes
+    with Projector(tmp_path, "n1", archived_sessions=cold(forged)) as p:
+        r = p.rebuild()
+        assert len(r.changed) == 1 and first.stem in r.changed[0]
