@@ -231,8 +231,12 @@ class Ledger:
                     f"namespace {self.namespace} in {self.root} is held by another writer ({holder})"
                 ) from None
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {fmt.format_ts()}\n".encode(), 0)
+        holder = f"pid {os.getpid()} on {socket.gethostname()} since {fmt.format_ts()}\n".encode()
+        try:  # who holds the lock, for the next one refused: best effort (a full disk refuses it)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder, 0)
+        except OSError as exc:
+            log.debug("ledger %s: could not note the lock holder (%s)", self.namespace, exc.strerror)
         return fd
 
     def _release_lock(self) -> None:
