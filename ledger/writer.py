@@ -173,6 +173,7 @@ class Ledger:
         self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         self._drops_fd = -1
         self._drops_session = ""
+        self._drops_mac = _DropsMac(namespace, keys[0])
         self._kinds_ok: set[str] = set()
         self._seal_listeners: list = []
         self._events = 0
@@ -270,7 +271,7 @@ class Ledger:
         """Rewrite ``.drops`` in place (caller holds the drop lock). Never raises."""
         if self._drops_fd < 0 or not self._drops_session:
             return
-        record = _drops_record(self.namespace, self._drops_session, self.dropped, self._keys[0])
+        record = self._drops_mac.record(self._drops_session, self.dropped)
         try:
             _pwrite_all(self._drops_fd, record, 0)
         except OSError as exc:  # the counts still reach the next checkpoint or seal written
@@ -1042,16 +1043,30 @@ class _DropsRecord(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def _drops_text(namespace: str, session: str, dropped: Mapping[str, int]) -> bytes:
-    counts = ",".join(f"{k}={v}" for k, v in sorted(dropped.items()))
+    counts = ",".join(f"{k}={v}" for k, v in sorted(dropped.items()) if v)
     return f"ledger-drops v1\n{namespace}\n{session}\n{counts}\n".encode()
 
 
+class _DropsMac:
+    """Builds ``.drops`` records for one namespace and key; the HMAC key schedule is done
+    once, so a record costs about as much as the pwrite that stores it."""
+
+    def __init__(self, namespace: str, key: bytes) -> None:
+        self.namespace = namespace
+        self.key_id = key_id(key)
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+
+    def record(self, session: str, dropped: Mapping[str, int]) -> bytes:
+        """The fixed-size bytes of ``.drops`` (padded with spaces, LF last)."""
+        counts = {k: v for k, v in dropped.items() if v}
+        mac = self._mac.copy()
+        mac.update(_drops_text(self.namespace, session, counts))
+        raw = _encoder.encode(_DropsRecord(session=session, dropped=counts, key=self.key_id, mac=mac.hexdigest()))
+        return raw.ljust(DROPS_BYTES - 1)[: DROPS_BYTES - 1] + b"\n"
+
+
 def _drops_record(namespace: str, session: str, dropped: Mapping[str, int], key: bytes) -> bytes:
-    """The fixed-size bytes of ``.drops`` (padded with spaces, LF last)."""
-    counts = {k: v for k, v in dropped.items() if v}
-    mac = hmac.new(key, _drops_text(namespace, session, counts), hashlib.sha256).hexdigest()
-    raw = _encoder.encode(_DropsRecord(session=session, dropped=counts, key=key_id(key), mac=mac))
-    return raw.ljust(DROPS_BYTES - 1)[: DROPS_BYTES - 1] + b"\n"
+    return _DropsMac(namespace, key).record(session, dropped)
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:

@@ -8,7 +8,7 @@ What is checked, and how:
 * Everything the writer leaves on disk is checked with ``verify_path`` and the key
   (chain, seq, Merkle roots, signatures, the seal, ``prev`` links across sessions).
 * Slow and broken disks go through the module-level ``_write`` / ``_fsync`` aliases;
-  a real full disk is a 256 KiB tmpfs when the test may mount one.
+  a real full disk (a 4 MiB tmpfs) is in tests/test_writer_recovery.py.
 * Crash recovery kills a real child process with SIGKILL at random moments and checks
   that every event whose ``flush()`` returned before the kill is on disk. The long
   version of that loop is ``tools/crashloop.py``.
