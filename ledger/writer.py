@@ -855,6 +855,10 @@ class Ledger:
                 pass
             self._item_pos = 0
             self._disk_full_items(items)
+        try:  # an older forward-secure key must not stay in memory while the disk is full
+            self._fs_tick(time.time())
+        except OSError as exc:  # moved on in memory; the state file catches up at the next tick
+            log.debug("ledger %s: could not persist the sealing state (%s)", self.namespace, exc.strerror)
         try:
             self._restart(open_new=not self._closing)
         except OSError as exc:
