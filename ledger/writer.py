@@ -18,6 +18,7 @@ import errno
 import fcntl
 import functools
 import hashlib
+import hmac
 import logging
 import os
 import queue
@@ -31,8 +32,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from . import format as fmt
-from . import fsseal, metrics, notes
-from .errors import LockedError, UsageError
+from . import fsseal, lastseal, metrics, notes
+from .errors import LedgerError, LockedError, UsageError
 from .files import fsync_dir, sha256_file
 from .keys import key_id
 from .session import SessionBuilder
@@ -40,10 +41,19 @@ from .verify import Policy, verify_file
 
 log = logging.getLogger("ledger.writer")
 
-DROP_REASONS = ("queue_full", "closed", "writer_failed", "invalid", "too_large")
-LAST_SEAL = ".last-seal.json"
+DROP_REASONS = ("queue_full", "closed", "writer_failed", "invalid", "too_large", "disk_full")
+LAST_SEAL = lastseal.FILE_NAME
 LOCK_FILE = ".lock"
 QUARANTINE_SUFFIX = ".quarantined"
+# The writer's drop counts, rewritten in place (pwrite of a fixed-size record, so a
+# full disk cannot refuse it) at every drop: crash recovery puts them in the seal.
+DROPS_FILE = ".drops"
+DROPS_BYTES = 512
+# A full disk (or quota): the writer counts events as dropped (disk_full) and tries
+# again after PROBE_MIN_S, doubling up to PROBE_MAX_S; any other write error stops it.
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+PROBE_MIN_S = 0.05
+PROBE_MAX_S = 2.0
 
 # Module-level so tests can slow or break the disk without touching the class.
 _write = os.write
@@ -158,26 +168,46 @@ class Ledger:
         self._closed = False
         self._finalized = False  # the writer has taken its last item from the queue
         self._failed: BaseException | None = None
+        self._full = False  # the disk was full: no session open, probing for room
         self._drop_lock = threading.Lock()
         self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        self._drops_fd = -1
+        self._drops_session = ""
+        self._drops_mac = _DropsMac(namespace, keys[0])
         self._kinds_ok: set[str] = set()
         self._seal_listeners: list = []
         self._events = 0
         self._bytes = 0
         self._sessions = 0
         self._batches = 0
-        self._batch_events = 0
-        self._unwritten = 0
+        self._unwritten = 0  # events encoded but not yet written
+        self._batch_items: list = []  # the batch being written
+        self._item_pos = 0  # the first item of that batch not yet taken in
+        self._closing = False  # close() was taken from the queue
+        self._waiting: list[_Barrier] = []
+        self._pending_sync = False
+        self._last_sync = 0.0
+        self._probe_delay = PROBE_MIN_S
+        self._probe_at = 0.0
         self._fd = -1
         self._builder: SessionBuilder | None = None
+        self.path: Path | None = None
         self._clock = _Clock()
         self._make_dirs()
         self._lock_fd = self._lock()
         try:
             self.recovered = self._recover()
+            for reason, n in self.recovered.get("carried_dropped", {}).items():
+                self.dropped[reason] = self.dropped.get(reason, 0) + n
+            self._open_drops()
             self._open_session(self.recovered.get("prev"), self.recovered.get("opened_extra"))
-        except BaseException:
+        except BaseException as exc:
+            if self._drops_fd >= 0:
+                os.close(self._drops_fd)
             self._release_lock()
+            if isinstance(exc, OSError):
+                where = exc.filename or self.dir
+                raise LedgerError(f"cannot open a session in {self.dir}: {where}: {exc.strerror or exc}") from None
             raise
         self._thread = threading.Thread(target=self._run, name=f"ledger-writer-{namespace}", daemon=True)
         self._thread.start()
@@ -202,8 +232,12 @@ class Ledger:
                     f"namespace {self.namespace} in {self.root} is held by another writer ({holder})"
                 ) from None
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {fmt.format_ts()}\n".encode(), 0)
+        holder = f"pid {os.getpid()} on {socket.gethostname()} since {fmt.format_ts()}\n".encode()
+        try:  # who holds the lock, for the next one refused: best effort (a full disk refuses it)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder, 0)
+        except OSError as exc:
+            log.debug("ledger %s: could not note the lock holder (%s)", self.namespace, exc.strerror)
         return fd
 
     def _release_lock(self) -> None:
@@ -215,64 +249,184 @@ class Ledger:
                 os.close(self._lock_fd)
                 self._lock_fd = -1
 
+    # ---- drop counts that survive a crash ------------------------------------------------
+
+    def _open_drops(self) -> None:
+        """Open ``.drops`` with its whole fixed size allocated, so later in-place writes
+        need no free space. A partly made file is removed (never left half-written)."""
+        path = self.dir / DROPS_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            if os.fstat(fd).st_size != DROPS_BYTES:
+                os.ftruncate(fd, 0)
+                _pwrite_all(fd, b" " * (DROPS_BYTES - 1) + b"\n", 0)
+                _fsync(fd)
+        except OSError as exc:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        self._drops_fd = fd
+
+    def _persist_drops_locked(self) -> None:
+        """Rewrite ``.drops`` in place (caller holds the drop lock). Never raises."""
+        if self._drops_fd < 0 or not self._drops_session:
+            return
+        record = self._drops_mac.record(self._drops_session, self.dropped)
+        try:
+            _pwrite_all(self._drops_fd, record, 0)
+        except OSError as exc:  # the counts still reach the next checkpoint or seal written
+            log.debug("ledger %s: could not update %s (%s)", self.namespace, DROPS_FILE, exc)
+
+    def _read_drops(self) -> tuple[str, dict[str, int]] | None:
+        """(session, counts) from ``.drops`` when its MAC verifies with one of our keys."""
+        try:
+            raw = (self.dir / DROPS_FILE).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("ledger %s: ignoring unreadable %s (%s)", self.namespace, DROPS_FILE, exc.strerror)
+            return None
+        if not raw.strip():
+            return None
+        try:
+            rec = msgspec.json.decode(raw.strip(), type=_DropsRecord)
+        except msgspec.DecodeError:
+            log.warning("ledger %s: ignoring malformed %s", self.namespace, DROPS_FILE)
+            return None
+        text = _drops_text(self.namespace, rec.session, rec.dropped)
+        for key in self._keys:
+            if key_id(key) == rec.key:
+                want = hmac.new(key, text, hashlib.sha256).hexdigest().encode()
+                if hmac.compare_digest(want, rec.mac.encode("utf-8", "replace")):
+                    return rec.session, dict(rec.dropped)
+        log.warning("ledger %s: ignoring %s: its MAC does not verify with our keys", self.namespace, DROPS_FILE)
+        return None
+
     # ---- crash recovery ---------------------------------------------------------------
 
-    def _recover(self) -> dict:
-        """Seal or quarantine the newest session if a crash left it unsealed.
+    def _read_last_seal(self) -> fmt.PrevLink | None:
+        """The link in ``.last-seal.json`` when its MAC verifies with one of our keys."""
+        path = self.dir / LAST_SEAL
+        try:
+            record = lastseal.parse(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("ledger %s: ignoring unreadable %s (%s)", self.namespace, path, exc)
+            return None
+        if not lastseal.authentic(self.namespace, record, self._keys):
+            log.error("ledger %s: %s is not authenticated by our keys: ignored", self.namespace, path)
+            return None
+        return record.link()
 
-        Returns {"prev": PrevLink | None, "opened_extra": dict, "action": str}.
+    def _recover(self, live: bool = False) -> dict:
+        """Seal or quarantine the newest session if a crash (or a full disk) left it
+        unsealed, and find the link for the next session from verified bytes.
+
+        ``.last-seal.json`` only says which older sessions need no second look: the
+        newest session at or after it is verified, and ``prev`` is the summary of
+        the newest sealed session that verified (the record is rewritten to match).
+        Returns {"prev", "opened_extra", "action", "carried_dropped", "torn_bytes"}.
+        ``live``: called by a running writer after a full disk; its own counts are
+        the truth and nothing is carried.
         """
-        last_seal = _read_last_seal(self.dir / LAST_SEAL)
+        record = self._read_last_seal()
+        drops = None if live else self._read_drops()
         sessions = sorted(p for p in self.dir.glob("*.ndjson") if not p.name.startswith("."))
-        if not sessions or (last_seal and last_seal.session >= sessions[-1].stem):
-            # Nothing here, or the newest session was sealed (and maybe archived away).
-            return {"prev": last_seal, "action": "none"}
-        newest = sessions[-1]
-        # Signatures are not checked here: a session signed by a key since rotated is
-        # not corrupt. Chain, seq and roots are.
-        report = verify_file(newest, Policy(allow_unsealed=True, jobs=1))
-        if report.ok and report.sealed:
-            return {"prev": _summary(report), "action": "none"}
-        if report.ok and report.events > 0 and report.session and report.tree is not None:
-            return self._seal_recovered(newest, report)
-        reason = report.first_error.reason if report.first_error else "no complete line"
-        detail = report.first_error.detail if report.first_error else ""
-        line = report.first_error.line if report.first_error else None
-        aside = newest.with_name(newest.name + QUARANTINE_SUFFIX)
-        os.rename(newest, aside)
-        fsync_dir(self.dir)
-        why = f"line {line}: {reason}: {detail}" if line else f"{reason}: {detail}"
-        log.error("ledger: session %s failed verification (%s); moved aside to %s", newest.name, why, aside.name)
-        extra = {"quarantined": aside.name, "quarantine_reason": why}
-        return {"prev": last_seal, "opened_extra": extra, "action": "quarantined"}
+        candidates = [p for p in sessions if record is None or p.stem >= record.session]
+        result: dict = {"prev": record, "action": "none"}
+        for i, path in enumerate(reversed(candidates)):
+            # Signatures are not checked here: a session signed by a key since rotated is
+            # not corrupt. Chain, seq and roots are.
+            report = verify_file(path, Policy(allow_unsealed=True, jobs=1))
+            if report.ok and report.sealed:
+                result["prev"] = _summary(report)
+                if drops and drops[0] == report.session:  # dropped after that seal, reported nowhere
+                    result["carried_dropped"] = _excess(drops[1], _seal_dropped(path))
+                if read_seal_record(self.dir, path.stem) is None:
+                    size, sha = sha256_file(path)
+                    _write_seal_record(self.dir, result["prev"], size, sha)
+                break
+            if report.ok and report.events > 0 and report.session and report.tree is not None:
+                if live:
+                    dropped = self._drop_snapshot()
+                else:
+                    dropped = _last_checkpoint_dropped(path)
+                    if drops and drops[0] == report.session:
+                        dropped = _merge_max(dropped, drops[1])
+                result.update(self._seal_recovered(path, report, dropped, "disk_full" if live else "recovered"))
+                break
+            reason = report.first_error.reason if report.first_error else "no complete line"
+            detail = report.first_error.detail if report.first_error else ""
+            line = report.first_error.line if report.first_error else None
+            why = f"line {line}: {reason}: {detail}" if line else f"{reason}: {detail}"
+            if i > 0:
+                # Only the newest session can be a crash's leftover; an older one that fails
+                # is evidence for `ledger verify` to report, never moved by the writer.
+                log.error("ledger %s: session %s does not verify (%s); left in place", self.namespace, path.name, why)
+                break
+            aside = path.with_name(path.name + QUARANTINE_SUFFIX)
+            os.rename(path, aside)
+            fsync_dir(self.dir)
+            log.error("ledger: session %s failed verification (%s); moved aside to %s", path.name, why, aside.name)
+            result.update(opened_extra={"quarantined": aside.name, "quarantine_reason": why}, action="quarantined")
+            if drops and drops[0] == report.session:
+                result["carried_dropped"] = {k: v for k, v in drops[1].items() if v}
+        prev = result["prev"]
+        if prev is not None and prev != record:
+            if record is not None:
+                log.warning(
+                    "ledger %s: %s named %s; rewritten from the verified session",
+                    self.namespace,
+                    LAST_SEAL,
+                    record.session,
+                )
+            self._write_last_seal(prev)
+        return result
 
-    def _seal_recovered(self, path: Path, report) -> dict:
+    def _seal_recovered(self, path: Path, report, dropped: dict[str, int], reason: str) -> dict:
         builder = SessionBuilder.resume(
             self.namespace, report.session, self._keys, report.tree, bytes.fromhex(report.chain), self._sign_fns
         )
         builder.origin = report.origin or builder.origin
         torn = report.torn_tail_bytes
+        keep = report.bytes - torn
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         try:
             if torn:
-                os.ftruncate(fd, report.bytes - torn)
-            line = builder.seal_line(self._clock.ts(time.time()), "recovered", 0, torn_bytes=torn)
-            _write_all(fd, line)
-            _fsync(fd)
+                os.ftruncate(fd, keep)
+            line = builder.seal_line(self._clock.ts(time.time()), reason, dropped, torn_bytes=torn)
+            try:
+                _write_all(fd, line)
+                _fsync(fd)
+            except OSError as exc:
+                os.ftruncate(fd, keep)  # never leave half a seal: the next try starts clean
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
         finally:
             os.close(fd)
         summary = builder.summary()
-        _write_last_seal(self.dir / LAST_SEAL, summary)
+        self._write_last_seal(summary)
         size, sha = sha256_file(path)
         _write_seal_record(self.dir, summary, size, sha)
         log.warning(
-            "ledger: recovered unsealed session %s (%d events, %d torn bytes cut)", path.name, report.events, torn
+            "ledger: sealed unsealed session %s (%s; %d events, %d torn bytes cut, dropped %s)",
+            path.name,
+            reason,
+            report.events,
+            torn,
+            dropped or 0,
         )
         return {"prev": summary, "action": "sealed", "torn_bytes": torn}
+
+    def _write_last_seal(self, link: fmt.PrevLink) -> None:
+        _write_atomic_file(self.dir / LAST_SEAL, lastseal.make(self.namespace, link, self._keys[0]))
 
     # ---- sessions -------------------------------------------------------------------
 
     def _open_session(self, prev: fmt.PrevLink | None, opened_extra: dict | None = None) -> None:
+        """Create the next session and write its line 0. On failure (a full disk) the file
+        is removed again, so no empty or half-written session is left for a verifier to
+        count, and the OSError names its path."""
         now = time.time()
         session = fmt.new_session_id(now)
         newest = max((p.stem for p in self.dir.glob("*.ndjson")), default="")
@@ -287,8 +441,15 @@ class Ledger:
             if self.config.durability != "none":
                 _fsync(fd)
                 fsync_dir(self.dir)
-        except BaseException:
+        except BaseException as exc:
             os.close(fd)
+            try:
+                path.unlink()
+                fsync_dir(self.dir)
+            except OSError as cleanup:
+                log.error("ledger %s: could not remove the failed session %s (%s)", self.namespace, path, cleanup)
+            if isinstance(exc, OSError):
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
             raise
         self._fd, self._builder, self.path = fd, builder, path
         self._session_bytes = len(line)
@@ -298,6 +459,9 @@ class Ledger:
         self._sessions += 1
         self._events += 1
         self._bytes += len(line)
+        with self._drop_lock:  # from now on the counts belong to this session
+            self._drops_session = session
+            self._persist_drops_locked()
 
     def _seal(self, reason: str) -> bytes:
         b = self._builder
@@ -307,10 +471,10 @@ class Ledger:
     def _finish_session(self) -> None:
         """After the seal line is on disk: remember the link, close the file, tell listeners."""
         summary = self._builder.summary()
-        _write_last_seal(self.dir / LAST_SEAL, summary)
-        _write_seal_record(self.dir, summary, self._session_bytes, self._session_sha.hexdigest())
         os.close(self._fd)
         self._fd = -1
+        self._write_last_seal(summary)
+        _write_seal_record(self.dir, summary, self._session_bytes, self._session_sha.hexdigest())
         for listener in list(self._seal_listeners):
             try:
                 listener(self.path)
@@ -347,6 +511,9 @@ class Ledger:
         if self._closed:
             self._drop("closed")
             return False
+        if self._full:
+            self._drop("disk_full")
+            return False
         if self._qsize() >= self.config.queue_size:
             self._drop("queue_full")
             return False
@@ -370,6 +537,7 @@ class Ledger:
         with self._drop_lock:
             before = self.dropped[reason]
             self.dropped[reason] = after = before + n
+            self._persist_drops_locked()
         metrics.DROPS.labels(self.namespace, reason).inc(n)
         # Warn at 1, 2, 4, 8, ...: loud at first, never a flood.
         if after & (after - 1) == 0 or (before.bit_length() != after.bit_length()):
@@ -418,23 +586,22 @@ class Ledger:
             "batches": self._batches,
             "dropped": dict(self.dropped),
             "failed": repr(self._failed) if self._failed else None,
+            "disk_full": self._full,
             "closed": self._closed,
         }
 
     # ---- the writer thread -----------------------------------------------------------
 
     def _run(self) -> None:
-        cfg = self.config
         get = self._queue.get
         get_nowait = self._queue.get_nowait
-        pending_sync = False
-        last_sync = 0.0
-        waiting: list[_Barrier] = []
-        closing = False
         try:
-            while not closing:
-                now = time.time()
-                timeout = self._next_deadline(now, pending_sync, last_sync)
+            while True:
+                if self._fd < 0:  # the disk was full: no session is open
+                    if self._while_disk_full():
+                        break
+                    continue
+                timeout = self._next_deadline(time.time())
                 try:
                     first = get(timeout=timeout) if timeout > 0 else get_nowait()
                     items = [first]
@@ -445,57 +612,89 @@ class Ledger:
                         pass
                 except queue.Empty:
                     items = []
-                out, barriers, closing = self._encode_batch(items)
-                now = time.time()
-                self._fs_tick(now)
-                if self._has_unsigned() and (
-                    now - self._last_checkpoint_time >= cfg.checkpoint_interval_s or any(b.checkpoint for b in barriers)
-                ):
-                    out.append(self._checkpoint_line(now))
-                rotate = self._builder.size > 1 and (
-                    self._session_bytes + sum(map(len, out)) >= cfg.rotate_bytes
-                    or now - self._session_started >= cfg.rotate_interval_s
-                )
-                if closing or rotate:
-                    out.append(self._seal("closed" if closing else "rotated"))
-                waiting.extend(barriers)
-                if out:
-                    self._unwritten = self._batch_events
-                    self._write_batch(out)
-                    self._unwritten = 0
-                    pending_sync = cfg.durability != "none"
-                must_sync = closing or rotate or cfg.durability == "always"
-                if pending_sync and (must_sync or time.monotonic() - last_sync >= cfg.fsync_interval_s):
-                    t = time.perf_counter()
-                    _fsync(self._fd)
-                    metrics.FSYNC.labels(self.namespace).observe(time.perf_counter() - t)
-                    last_sync = time.monotonic()
-                    pending_sync = False
-                if not pending_sync:
-                    for b in waiting:
-                        b.ok = True
-                        b.done.set()
-                    waiting.clear()
-                if closing or rotate:
-                    self._finish_session()
-                    if not closing:
-                        self._open_session(self._builder.summary())
+                self._batch_items = items
+                try:
+                    self._step(items)
+                except OSError as exc:
+                    if exc.errno not in _DISK_FULL:
+                        raise
+                    self._disk_full(exc, items)
+                    continue
+                finally:
+                    self._batch_items = []
+                if self._closing:
+                    break
         except BaseException as exc:  # noqa: BLE001 - the host must survive any failure here
             self._fail(exc)
         finally:
-            for b in waiting:
+            for b in self._waiting:
                 b.done.set()
+            self._waiting.clear()
             self._shutdown()
+
+    def _step(self, items: list) -> None:
+        """Write one batch: its events, any checkpoints, rotations and the seal it calls for."""
+        cfg = self.config
+        self._item_pos = 0
+        out = self._encode_batch(items)
+        now = time.time()
+        self._fs_tick(now)
+        if self._has_unsigned() and (
+            now - self._last_checkpoint_time >= cfg.checkpoint_interval_s or any(b.checkpoint for b in self._waiting)
+        ):
+            out.append(self._checkpoint_line(now))
+        rotate = self._builder.size > 1 and (
+            self._session_bytes + sum(map(len, out)) >= cfg.rotate_bytes
+            or now - self._session_started >= cfg.rotate_interval_s
+        )
+        closing = self._closing
+        if closing or rotate:
+            out.append(self._seal("closed" if closing else "rotated"))
+        if out:
+            self._write_batch(out)
+            self._pending_sync = cfg.durability != "none"
+        must_sync = closing or rotate or cfg.durability == "always"
+        if self._pending_sync and (must_sync or time.monotonic() - self._last_sync >= cfg.fsync_interval_s):
+            self._sync()
+        if not self._pending_sync:
+            for b in self._waiting:
+                b.ok = True
+                b.done.set()
+            self._waiting.clear()
+        if closing or rotate:
+            self._finish_session()
+            if not closing:
+                self._open_session(self._builder.summary())
+
+    def _sync(self) -> None:
+        t = time.perf_counter()
+        _fsync(self._fd)
+        metrics.FSYNC.labels(self.namespace).observe(time.perf_counter() - t)
+        self._last_sync = time.monotonic()
+        self._pending_sync = False
+
+    def _rotate_within_batch(self, out: list[bytes]) -> None:
+        """The session reached rotate_bytes inside a batch: seal it now, start the next.
+
+        So a session never exceeds rotate_bytes by more than one line plus its seal,
+        however many events a batch holds.
+        """
+        out.append(self._seal("rotated"))
+        self._write_batch(out)
+        out.clear()
+        self._sync()
+        self._finish_session()
+        self._open_session(self._builder.summary())
 
     def _has_unsigned(self) -> bool:
         """Events written since the last checkpoint (the checkpoint line itself aside)."""
         return self._builder.size - self._builder.last_checkpoint > 1
 
-    def _next_deadline(self, now: float, pending_sync: bool, last_sync: float) -> float:
+    def _next_deadline(self, now: float) -> float:
         """How long the writer may sleep waiting for items."""
         cfg = self.config
-        if pending_sync:
-            return max(0.0, cfg.fsync_interval_s - (time.monotonic() - last_sync))
+        if self._pending_sync:
+            return max(0.0, cfg.fsync_interval_s - (time.monotonic() - self._last_sync))
         wait = 1.0
         if self._has_unsigned():
             wait = min(wait, self._last_checkpoint_time + cfg.checkpoint_interval_s - now)
@@ -506,51 +705,61 @@ class Ledger:
             wait = min(wait, next_epoch - now)
         return max(0.0, wait)
 
-    def _encode_batch(self, items: list) -> tuple[list[bytes], list[_Barrier], bool]:
-        """Turn queued items into lines; one bad event never poisons the batch."""
-        builder, clock, cfg = self._builder, self._clock, self.config
+    def _encode_batch(self, items: list) -> list[bytes]:
+        """Turn queued items into lines; one bad event never poisons the batch.
+
+        Lines already written (by a rotation inside the batch) are not returned.
+        ``_item_pos`` and ``_unwritten`` say, if a write fails, which items were taken
+        in and how many encoded events never reached the file.
+        """
+        clock, cfg = self._clock, self.config
         encode = _encoder.encode
         out: list[bytes] = []
-        barriers: list[_Barrier] = []
+        out_bytes = 0
         kinds: dict[str, int] = {}
-        closing = False
-        invalid = too_large = 0
-        for item in items:
+        for pos, item in enumerate(items):
+            self._item_pos = pos + 1
             if item.__class__ is tuple:
                 kind, data, t = item
                 try:
                     data_json = encode(data)
                 except (TypeError, ValueError, OverflowError, RecursionError):
-                    invalid += 1
+                    self._drop("invalid")
                     continue
                 if len(data_json) > cfg.max_event_bytes:
-                    too_large += 1
+                    self._drop("too_large")
                     continue
                 # Not an object (e.g. an array_like Struct), or nested deeper than a
                 # verifier accepts (SPEC.md 2.1): never write a line that cannot verify.
                 if data_json[:1] != b"{" or fmt.nesting_exceeds(data_json):
-                    invalid += 1
+                    self._drop("invalid")
                     continue
-                out.append(builder.line(kind, data_json, clock.ts(t)))
+                builder = self._builder
+                line = builder.line(kind, data_json, clock.ts(t))
+                out.append(line)
+                out_bytes += len(line)
+                self._unwritten += 1
                 kinds[kind] = kinds.get(kind, 0) + 1
-                if builder.size - builder.last_checkpoint >= cfg.checkpoint_every:
-                    out.append(self._checkpoint_line(t))
+                if self._session_bytes + out_bytes < cfg.rotate_bytes and (
+                    builder.size - builder.last_checkpoint >= cfg.checkpoint_every
+                ):
+                    line = self._checkpoint_line(t)
+                    out.append(line)
+                    out_bytes += len(line)
+                if self._session_bytes + out_bytes >= cfg.rotate_bytes:
+                    self._rotate_within_batch(out)
+                    out_bytes = 0
             elif item is _CLOSE:
-                closing = True
+                self._closing = True
                 self._finalized = True  # before the drain below: see record()
             else:
-                barriers.append(item)
-        if invalid:
-            self._drop("invalid", invalid)
-        if too_large:
-            self._drop("too_large", too_large)
+                self._waiting.append(item)
         for kind, n in kinds.items():
             metrics.EVENTS.labels(self.namespace, kind).inc(n)
-        self._batch_events = sum(kinds.values())
-        if closing:
+        if self._closing:
             # Anything queued behind close() raced with it: count it, never write it.
             self._count_stragglers("closed")
-        return out, barriers, closing
+        return out
 
     def _checkpoint_line(self, t: float) -> bytes:
         # The line's ts and the signing time are one clock reading, never an event's
@@ -566,12 +775,13 @@ class Ledger:
             _write_all(self._fd, data)
         except OSError:
             # A short write then ENOSPC leaves part of the batch on disk. Cut it off, so
-            # that every event of the batch is counted once, as dropped (writer_failed).
+            # that every event of the batch is counted once, as dropped.
             try:
                 os.ftruncate(self._fd, self._session_bytes)
             except OSError as exc:
                 log.error("ledger %s: could not cut a partial batch (%s); recovery will", self.namespace, exc)
             raise
+        self._unwritten = 0
         metrics.BATCH_WRITE.labels(self.namespace).observe(time.perf_counter() - t)
         metrics.QUEUE_DEPTH.labels(self.namespace).set(self._qsize())
         self._session_bytes += len(data)
@@ -579,6 +789,126 @@ class Ledger:
         self._bytes += len(data)
         self._events += len(out)
         self._batches += 1
+
+    # ---- a full disk ------------------------------------------------------------------
+
+    def _disk_full(self, exc: OSError, items: list) -> None:
+        """A write (or fsync, or the next session's open) found the disk full.
+
+        Everything of this batch that is not in the file is counted as dropped
+        (disk_full); waiting flush() calls return False; the session is closed as it
+        is on disk. The writer then probes for room (``_while_disk_full``).
+        """
+        rest = items[self._item_pos :]
+        n = self._unwritten + sum(1 for item in rest if item.__class__ is tuple)
+        self._unwritten = 0
+        for item in rest:
+            if item is _CLOSE:
+                self._closing = True
+                self._finalized = True
+            elif isinstance(item, _Barrier):
+                self._waiting.append(item)
+        self._full = True
+        if n:
+            self._drop("disk_full", n)
+        self._fail_barriers()
+        if self._fd >= 0:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = -1
+        self._pending_sync = False
+        self._probe_delay = PROBE_MIN_S
+        self._probe_at = time.monotonic() + self._probe_delay
+        where = exc.filename or (self.path.name if self.path else self.dir)
+        log.error(
+            "ledger %s: disk full (%s: %s); events are counted as dropped (disk_full) until there is room",
+            self.namespace,
+            where,
+            exc.strerror,
+        )
+
+    def _fail_barriers(self) -> None:
+        for b in self._waiting:
+            b.ok = False
+            b.done.set()
+        self._waiting.clear()
+
+    def _while_disk_full(self) -> bool:
+        """Count what arrives as dropped, fail barriers at once, and at each probe time try
+        to start again: seal the session left on disk (its seal carries every drop, by
+        reason) and open a new one. Returns True when the writer should stop (close())."""
+        get = self._queue.get
+        while not self._closing:
+            timeout = self._probe_at - time.monotonic()
+            if timeout <= 0:
+                break
+            try:
+                items = [get(timeout=timeout)]
+            except queue.Empty:
+                break
+            try:
+                while True:
+                    items.append(self._queue.get_nowait())
+            except queue.Empty:
+                pass
+            self._item_pos = 0
+            self._disk_full_items(items)
+        try:  # an older forward-secure key must not stay in memory while the disk is full
+            self._fs_tick(time.time())
+        except OSError as exc:  # moved on in memory; the state file catches up at the next tick
+            log.debug("ledger %s: could not persist the sealing state (%s)", self.namespace, exc.strerror)
+        try:
+            self._restart(open_new=not self._closing)
+        except OSError as exc:
+            if exc.errno not in _DISK_FULL:
+                raise
+            if self._closing:
+                log.error(
+                    "ledger %s: closing with the disk still full (%s); the next open seals the session "
+                    "and carries the drop counts",
+                    self.namespace,
+                    exc.strerror,
+                )
+                return True
+            self._probe_delay = min(self._probe_delay * 2, PROBE_MAX_S)
+            self._probe_at = time.monotonic() + self._probe_delay
+            return False
+        self._full = False
+        log.warning(
+            "ledger %s: room on disk again; %d event(s) were dropped (disk_full)%s",
+            self.namespace,
+            self.dropped["disk_full"],
+            f"; writing to {self.path.name}" if not self._closing else "",
+        )
+        return self._closing
+
+    def _disk_full_items(self, items: list) -> None:
+        n = 0
+        for item in items:
+            if item.__class__ is tuple:
+                n += 1
+            elif item is _CLOSE:
+                self._closing = True
+                self._finalized = True
+            else:
+                self._waiting.append(item)
+        if n:
+            self._drop("disk_full", n)
+        self._fail_barriers()
+        if self._closing:
+            self._count_stragglers("closed")
+
+    def _restart(self, open_new: bool) -> None:
+        """From the bytes on disk, as crash recovery does: verify the session, seal it
+        (reason ``disk_full``, with this writer's drop counts) unless it was sealed, then
+        open the next one naming it. Raises OSError when the disk is still full."""
+        recovered = self._recover(live=True)
+        if open_new:
+            self._open_session(recovered.get("prev"), recovered.get("opened_extra"))
+
+    # ---- stopping ---------------------------------------------------------------------
 
     def _count_stragglers(self, reason: str) -> None:
         n = 0
@@ -596,9 +926,14 @@ class Ledger:
 
     def _fail(self, exc: BaseException) -> None:
         self._failed = exc
-        if self._unwritten:  # the batch that could not be written
-            self._drop("writer_failed", self._unwritten)
-            self._unwritten = 0
+        rest = self._batch_items[self._item_pos :]
+        self._batch_items = []
+        self._waiting.extend(item for item in rest if isinstance(item, _Barrier))
+        # the events of the batch that could not be written, and those not yet taken in
+        n = self._unwritten + sum(1 for item in rest if item.__class__ is tuple)
+        self._unwritten = 0
+        if n:
+            self._drop("writer_failed", n)
         what = f"{exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc}"
         log.error("ledger %s: writer stopped (%s); events are now counted as dropped", self.namespace, what)
 
@@ -614,6 +949,14 @@ class Ledger:
             except OSError:
                 pass
             self._fd = -1
+        with self._drop_lock:
+            if self._drops_fd >= 0:
+                try:
+                    _fsync(self._drops_fd)
+                except OSError:
+                    pass
+                os.close(self._drops_fd)
+                self._drops_fd = -1
         self._release_lock()
 
 
@@ -639,16 +982,6 @@ def _session_time(session: str) -> float:
     from datetime import UTC, datetime
 
     return datetime.strptime(session[:23], "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC).timestamp()
-
-
-def _read_last_seal(path: Path) -> fmt.PrevLink | None:
-    try:
-        return msgspec.json.decode(path.read_bytes(), type=fmt.PrevLink)
-    except FileNotFoundError:
-        return None
-    except (OSError, msgspec.DecodeError) as exc:
-        log.warning("ledger: ignoring unreadable %s (%s)", path, exc)
-        return None
 
 
 class SealRecord(msgspec.Struct, forbid_unknown_fields=True):
@@ -684,19 +1017,107 @@ def _write_seal_record(ns_dir: Path, link: fmt.PrevLink, size: int, sha256: str)
 
 
 def _write_atomic_file(path: Path, data: bytes) -> None:
+    """Temp file, fsync, rename, fsync the directory. On failure the temp file is removed
+    and the OSError names ``path``."""
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        _write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
-def _write_last_seal(path: Path, link: fmt.PrevLink) -> None:
-    _write_atomic_file(path, msgspec.json.encode(link) + b"\n")
+# ---- drop counts ---------------------------------------------------------------------
+
+
+class _DropsRecord(msgspec.Struct, forbid_unknown_fields=True):
+    """``.drops``: the session the counts belong to, the writer's counts so far, a MAC."""
+
+    session: str
+    dropped: dict[str, int]
+    key: str
+    mac: str
+
+
+def _drops_text(namespace: str, session: str, dropped: Mapping[str, int]) -> bytes:
+    counts = ",".join(f"{k}={v}" for k, v in sorted(dropped.items()) if v)
+    return f"ledger-drops v1\n{namespace}\n{session}\n{counts}\n".encode()
+
+
+class _DropsMac:
+    """Builds ``.drops`` records for one namespace and key; the HMAC key schedule is done
+    once, so a record costs about as much as the pwrite that stores it."""
+
+    def __init__(self, namespace: str, key: bytes) -> None:
+        self.namespace = namespace
+        self.key_id = key_id(key)
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+
+    def record(self, session: str, dropped: Mapping[str, int]) -> bytes:
+        """The fixed-size bytes of ``.drops`` (padded with spaces, LF last)."""
+        counts = {k: v for k, v in dropped.items() if v}
+        mac = self._mac.copy()
+        mac.update(_drops_text(self.namespace, session, counts))
+        raw = _encoder.encode(_DropsRecord(session=session, dropped=counts, key=self.key_id, mac=mac.hexdigest()))
+        return raw.ljust(DROPS_BYTES - 1)[: DROPS_BYTES - 1] + b"\n"
+
+
+def _drops_record(namespace: str, session: str, dropped: Mapping[str, int], key: bytes) -> bytes:
+    return _DropsMac(namespace, key).record(session, dropped)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def _merge_max(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
+    return {k: max(a.get(k, 0), b.get(k, 0)) for k in {*a, *b} if max(a.get(k, 0), b.get(k, 0))}
+
+
+def _excess(total: Mapping[str, int], reported: Mapping[str, int]) -> dict[str, int]:
+    """Counts in ``total`` beyond what a seal already ``reported``, by reason."""
+    return {k: v - reported.get(k, 0) for k, v in total.items() if v > reported.get(k, 0)}
+
+
+def _dropped_of(line: bytes) -> dict[str, int]:
+    try:
+        data = msgspec.json.decode(line).get("data", {})
+    except (msgspec.DecodeError, AttributeError):
+        return {}
+    dropped = data.get("dropped") if isinstance(data, dict) else None
+    if isinstance(dropped, dict):
+        return {k: v for k, v in dropped.items() if isinstance(v, int) and not isinstance(v, bool) and v > 0}
+    return {}
+
+
+def _seal_dropped(path: Path) -> dict[str, int]:
+    """The ``dropped`` object of a sealed session's last line (a seal is small)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        f.seek(max(0, size - 65536))
+        tail = f.read()
+    return _dropped_of(tail.rstrip(b"\n").rsplit(b"\n", 1)[-1])
+
+
+def _last_checkpoint_dropped(path: Path) -> dict[str, int]:
+    """The ``dropped`` object of an unsealed session's last checkpoint, re-derived from
+    its bytes (used when ``.drops`` does not name the session)."""
+    last = b""
+    with open(path, "rb") as f:
+        for line in f:
+            if b'"kind":"ledger.checkpoint"' in line[:120]:
+                last = line
+    return _dropped_of(last) if last.endswith(b"\n") else {}
 
 
 __all__ = ["Ledger", "WriterConfig", "DROP_REASONS", "key_id"]

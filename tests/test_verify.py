@@ -68,6 +68,7 @@ REASONS = {
     "prev_mismatch",
     "empty",
     "unsealed",
+    "missing_session",
 }
 
 
@@ -1261,6 +1262,85 @@ def test_paths_are_printed_verbatim(tmp_path, name):
     p = cli("verify", path)
     assert p.returncode == 0, p.stderr
     assert f"PASS {path}: " in p.stderr
+
+
+# ---- 4d. the newest session against .last-seal.json (SPEC 5, 7) --------------------------
+
+
+def _namespace_of_three(tmp_path) -> tuple[Path, list[Path]]:
+    """A namespace written by the writer: three sealed sessions and its .last-seal.json."""
+    from ledger import Ledger
+
+    root = tmp_path / "root"
+    for i in range(3):
+        with Ledger.open(root, namespace=NS, hmac_key=KEY) as led:
+            led.record("app.event", {"i": i})
+    ns_dir = root / NS
+    return ns_dir, sorted(ns_dir.glob("*.ndjson"))
+
+
+def test_deleted_newest_session_is_missing_session(tmp_path):
+    ns_dir, (s1, s2, s3) = _namespace_of_three(tmp_path)
+    assert verify_path([ns_dir], KEYED).ok
+    s3.unlink()  # every other session still verifies and links: only the record tells
+    rep = verify_path([ns_dir], KEYED)
+    assert not rep.ok
+    [missing] = [f for f in rep.files if not f.ok]
+    assert missing.first_error.reason == "missing_session" and missing.session == s3.stem
+    assert missing.path == str(s3)
+    p, report = verify_json("--key-file", FIXTURES / "test.key", ns_dir)
+    assert p.returncode == 1
+    assert [f["first_error"]["reason"] for f in report["files"] if f["first_error"]] == ["missing_session"]
+    p = cli("verify", "--key-file", FIXTURES / "test.key", ns_dir)
+    assert p.returncode == 1 and "missing_session" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_missing_newest_session_recorded_as_archived_passes(tmp_path):
+    from ledger import Ledger
+
+    ns_dir, sessions = _namespace_of_three(tmp_path)
+    led = Ledger.open(ns_dir.parent, namespace=NS, hmac_key=KEY)  # the archiver's writer
+    try:
+        for s in sessions:  # archived and deleted locally, oldest first, each recorded
+            led.record(
+                "archive.local_deleted", {"batch_id": f"b-{s.stem}", "session": s.stem, "path": str(s), "bytes": 1}
+            )
+        assert led.flush(timeout=10)
+        for s in sessions:
+            s.unlink()
+        allow = Policy(keys=(KEY,), allow_unsealed=True, jobs=1)
+        rep = verify_path([ns_dir], allow)
+        assert rep.ok, [(f.path, f.first_error) for f in rep.files]
+        assert any("archived and deleted locally" in n for f in rep.files for n in f.notes)
+    finally:
+        led.close()
+    assert verify_path([ns_dir], KEYED).ok
+
+
+def test_forged_last_seal_without_the_key_is_detected(tmp_path):
+    ns_dir, (s1, s2, s3) = _namespace_of_three(tmp_path)
+    s3.unlink()
+    # the insider rewrites the record to name s2, without the key: the MAC cannot match
+    record = json.loads((ns_dir / ".last-seal.json").read_bytes())
+    summary = verify_mod.prev_link(verify_file(s2))
+    forged = dict(record, session=summary.session, size=summary.size, root=summary.root, chain=summary.chain)
+    (ns_dir / ".last-seal.json").write_text(json.dumps(forged))
+    rep = verify_path([ns_dir], KEYED)
+    [bad] = [f for f in rep.files if not f.ok]
+    assert bad.path == str(ns_dir / ".last-seal.json") and bad.first_error.reason == "bad_signature"
+    # without a key the record is reported as unauthenticated, never trusted either way
+    rep = verify_path([ns_dir], Policy(jobs=1))
+    assert rep.ok and any("unauthenticated" in n for f in rep.files for n in f.notes)
+
+
+def test_stale_last_seal_after_a_crash_is_not_an_evidence_problem(tmp_path):
+    ns_dir, (s1, s2, s3) = _namespace_of_three(tmp_path)
+    from ledger import lastseal
+
+    summary = verify_mod.prev_link(verify_file(s2))
+    (ns_dir / ".last-seal.json").write_bytes(lastseal.make(NS, summary, KEY))  # as a crash leaves it
+    rep = verify_path([ns_dir], KEYED)
+    assert rep.ok and any("older than the newest sealed session" in n for f in rep.files for n in f.notes)
 
 
 # ---- 4e. keygen -----------------------------------------------------------------------
