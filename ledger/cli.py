@@ -566,9 +566,9 @@ def _projector(cfg, store=None):
 
 
 def _capture_options(cfg, interface: str | None = None, duration: int | None = None):
-    from .capture import CaptureOptions
+    from .capture import CaptureOptions, default_capture_dir
 
-    opts = {"capture_dir": str(Path(cfg.root) / cfg.ns / "captures")}
+    opts = {"capture_dir": str(default_capture_dir(cfg.root, cfg.ns))}
     if interface:
         opts["interface"] = interface
     if duration:
@@ -642,6 +642,8 @@ def capture(
     _print_json(result.event)
     if not result.ok:
         raise LedgerError(f"capture failed: {result.event.cause}")
+    if result.outcome == "empty":
+        print(f"ledger: capture {result.capture_id} is empty: no packet of {ip} was seen", file=sys.stderr)
 
 
 @app.command()
@@ -694,12 +696,13 @@ def gc(
     with _projector(cfg) as views:
         views.catch_up()
         offloaded = {v.capture_id for v in views.captures() if v.remote_key}
+        in_flight = {v.capture_id for v in views.captures() if v.state == "capturing"}
     if dry_run:
-        evicted = gc_captures(None, options, dry_run=True, is_offloaded=offloaded.__contains__)
+        evicted = gc_captures(None, options, dry_run=True, is_offloaded=offloaded.__contains__, in_flight=in_flight)
     else:
         keys = _need_key(cfg, key_file)
         with _writer(cfg, keys) as led:
-            evicted = gc_captures(led, options, is_offloaded=offloaded.__contains__)
+            evicted = gc_captures(led, options, is_offloaded=offloaded.__contains__, in_flight=in_flight)
     for e in evicted:
         flag = "offloaded" if e.offloaded else "NOT offloaded"
         print(f"{'would evict' if dry_run else 'evicted'} {e.capture_id} ({e.bytes:,} bytes, {e.reason}, {flag})")
