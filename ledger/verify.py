@@ -37,6 +37,7 @@ import msgspec
 
 from . import format as fmt
 from . import fsseal, notes
+from .capture_verify import verify_local_captures
 from .errors import InputError
 from .keys import key_id
 from .merkle import EMPTY_ROOT, CompactRange
@@ -152,13 +153,19 @@ class FileReport:
 @dataclass
 class VerifyReport:
     files: list[FileReport]
+    # capture_verify.CaptureCheck: the pcaps the verified sessions recorded (issue 11 item 2).
+    captures: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return bool(self.files) and all(f.ok for f in self.files)
+        return bool(self.files) and all(f.ok for f in self.files) and all(c.ok for c in self.captures)
 
     def as_dict(self) -> dict:
-        return {"ok": self.ok, "files": [f.as_dict() for f in self.files]}
+        return {
+            "ok": self.ok,
+            "files": [f.as_dict() for f in self.files],
+            "captures": [c.as_dict() for c in self.captures],
+        }
 
 
 # ---- step 1: scan one chunk -----------------------------------------------------------
@@ -827,7 +834,9 @@ def verify_path(paths: Sequence[str | os.PathLike[str]], policy: Policy = Policy
         done = [next(reports) for _ in group]
         check_prev_links(done)
         files.extend(done)
-    return VerifyReport(files)
+    # Captures are evidence too: each pcap recorded below a directory, against its pointer.
+    captures = verify_local_captures(files, [p for p in paths if Path(p).is_dir()])
+    return VerifyReport(files, captures)
 
 
 def _verify_many(paths: list[Path], policy: Policy) -> Iterable[FileReport]:
