@@ -817,3 +817,28 @@ def test_demo_pcaps_land_where_gc_and_captures_look(tmp_path):
     out = cli(["gc", "--dry-run", "--max-files", "1", "--max-bytes", "1", *root])
     assert out.returncode == 0, out.stderr
     assert sorted(re.findall(r"would evict (\S+)", out.stdout)) == on_disk  # gc sees them
+
+
+@needs_tcpdump
+def test_cli_capture_duration_1_under_traffic_has_packets_and_a_silent_one_is_empty(tmp_path):
+    """The issue's own reproduction: ``ledger capture --duration 1`` at 200 packets/s gave
+    0 packets in 4 of 4 runs, sealed as a success."""
+    from ledger import keys as keymod
+
+    key_file = tmp_path / "hmac.key"
+    keymod.write_key_file(key_file)
+    common = ["--root", str(tmp_path / "root"), "--namespace", "cap", "--key-file", str(key_file)]
+    common += ["--interface", "lo", "--duration", "1", "--cn", "op", "--reason", "repro"]
+    packets = []
+    with UdpTraffic():
+        for _ in range(3):
+            out = cli(["capture", "--ip", "127.0.0.1", *common])
+            assert out.returncode == 0, out.stderr
+            event = msgspec.json.decode(out.stdout)
+            assert event["outcome"] == "ok" and event["exit"] == "timer:SIGINT"
+            packets.append(event["packets"])
+    assert all(n > 0 for n in packets), packets
+    silent = cli(["capture", "--ip", "127.0.0.77", *common])
+    event = msgspec.json.decode(silent.stdout)
+    assert (event["packets"], event["outcome"]) == (0, "empty")
+    assert f"capture {event['capture_id']} is empty" in silent.stderr
