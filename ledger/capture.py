@@ -9,16 +9,23 @@ event: a flood of detections must not flood the ledger.
 An admitted capture writes ``capture.started``, then runs one real tcpdump in its
 own thread::
 
-    tcpdump -i IFACE -n -s SNAPLEN -G DURATION -W 1 -w PATH -Z root host IP
+    tcpdump -i IFACE -n -s SNAPLEN --immediate-mode -U -w PATH -Z root host IP
 
 as a list argv (no shell), the IP normalised by ``ipaddress``, the CN in neither
-argv nor path. tcpdump with ``-G N -W 1`` exits only when a packet arrives after N
-seconds, so a silent host would never end it: a backstop sends SIGTERM at
-``duration + backstop_grace_s`` and SIGKILL ``kill_grace_s`` later. The child is
-always waited for. Exit 0, 124, or death by a signal we sent count as success.
-Every ``capture.started`` is followed by exactly one ``capture.sealed`` (the
-pointer: path, bytes and sha256 of the pcap as written, packets) or
-``capture.failed`` (the cause). The pcap itself never enters the ledger.
+argv nor path. The capture lasts its duration by ledger's own clock, counted from
+tcpdump's "listening on" line: then a SIGINT ends it cleanly (tcpdump flushes and
+closes the pcap). tcpdump's own ``-G`` is not used: it rotates, and so exits, when
+the wall clock's whole second changes, so ``-G 1`` ended captures anywhere from 0
+to 1 s in. ``--immediate-mode`` hands each packet over at once rather than in
+kernel-buffer blocks. tcpdump runs in its own process group and every signal goes
+to the group, so a wrapper that forks cannot keep a child (and the slot) alive: a
+backstop sends SIGTERM ``backstop_grace_s`` after the SIGINT and SIGKILL
+``kill_grace_s`` later, and whatever of the group outlives tcpdump is killed. The
+child is always waited for. Exit 0, 124, or death by a signal we sent count as
+success. Every ``capture.started`` is followed by exactly one ``capture.sealed``
+(the pointer: path, bytes and sha256 of the pcap as written, packets, and outcome
+``ok``, or ``empty`` when it holds no packet) or ``capture.failed`` (the cause).
+The pcap itself never enters the ledger.
 
 Local budget (``gc``): oldest first until both ``max_files`` and ``max_bytes`` hold,
 captures already offloaded to cold storage before those that are not. Each removal
@@ -84,6 +91,7 @@ _CONTROL_RE = re.compile("[\x00-\x1f\x7f]")
 _TCPDUMP_ENV_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _FLUSH_TIMEOUT_S = 30.0
 _STDERR_KEEP = 4096
+_LEFTOVER_WAIT_S = 0.2  # after tcpdump exits, how long its stderr may take to close
 
 # Module-level so tests can observe or break the deletion without touching the class.
 _unlink = os.unlink
@@ -142,11 +150,16 @@ def load_options(options: CaptureOptions | Mapping[str, Any]) -> CaptureOptions:
 
 @dataclass(frozen=True, slots=True)
 class CaptureResult:
-    """How a capture ended: ``event`` is the CaptureSealed or CaptureFailed recorded."""
+    """How a capture ended: ``event`` is the CaptureSealed or CaptureFailed recorded.
+
+    ``ok`` says a pcap was sealed; ``outcome`` what it holds: ``ok`` (packets),
+    ``empty`` (sealed, no packet: never to be read as a capture that worked) or ``failed``.
+    """
 
     capture_id: str
     ok: bool
     event: CaptureSealed | CaptureFailed
+    outcome: Literal["ok", "empty", "failed"] = "ok"
 
 
 class _Future:
@@ -222,10 +235,12 @@ def normalize_ip(ip: object) -> str | None:
     return str(addr)
 
 
-def build_argv(tcpdump: str, interface: str, snaplen: int, duration_s: int, path: str, ip: str) -> list[str]:
+def build_argv(tcpdump: str, interface: str, snaplen: int, path: str, ip: str) -> list[str]:
     """The exact tcpdump argv. Precondition: ``ip`` came from ``normalize_ip``.
 
-    With -G, tcpdump passes the -w name through strftime, so '%' is doubled.
+    No ``-G``: the duration is ledger's own timer (see the module docstring), so the
+    ``-w`` name is taken literally (only ``-G`` passes it through strftime).
+    ``-U`` writes each packet out as it comes, so even a SIGKILL keeps what was seen.
     """
     if normalize_ip(ip) != ip:
         raise ValueError(f"not a normalised IP address: {ip!r}")
@@ -236,12 +251,10 @@ def build_argv(tcpdump: str, interface: str, snaplen: int, duration_s: int, path
         "-n",
         "-s",
         str(snaplen),
-        "-G",
-        str(duration_s),
-        "-W",
-        "1",
+        "--immediate-mode",
+        "-U",
         "-w",
-        path.replace("%", "%%"),
+        path,
         "-Z",
         "root",
         "host",
@@ -319,6 +332,24 @@ def plan_evictions(files: Iterable[CaptureFile], max_files: int, max_bytes: int)
     return plan
 
 
+def plan_gc(
+    files: Iterable[CaptureFile], options: CaptureOptions, in_flight: Iterable[str] = ()
+) -> list[CaptureEvicted]:
+    """The one eviction plan: what ``gc`` removes and what its dry run says it would.
+
+    Captures in flight (started, not yet sealed or failed: tcpdump may still be
+    writing) are neither candidates nor counted, as in the running manager's own gc,
+    which only knows the pcaps it has sealed.
+    """
+    busy = set(in_flight)
+    return plan_evictions((f for f in files if f.capture_id not in busy), options.max_files, options.max_bytes)
+
+
+def default_capture_dir(root: str | os.PathLike[str], namespace: str) -> Path:
+    """``<root>/<namespace>/captures``: where capture, demo, gc and captures all look."""
+    return Path(root) / namespace / "captures"
+
+
 def scan_captures(capture_dir: str | os.PathLike[str]) -> list[CaptureFile]:
     """The pcaps named ``<capture id>.pcap`` in a directory (anything else is ignored), oldest first."""
     found: list[CaptureFile] = []
@@ -352,6 +383,42 @@ def _one_line(raw: bytes, limit: int = 300) -> str:
     msg = next((ln for ln in lines if ln.startswith("tcpdump:") and "listening on" not in ln), "")
     msg = msg or (lines[-1] if lines else "")
     return _CONTROL_RE.sub("?", msg)[:limit]
+
+
+def _exited(proc: subprocess.Popen, timeout: float) -> bool:
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+class _StderrReader:
+    """Reads tcpdump's stderr in a thread: the first bytes kept for a failure's cause,
+    ``listening`` set at tcpdump's "listening on" line (or at EOF), ``done`` at EOF."""
+
+    def __init__(self, pipe) -> None:
+        self._pipe = pipe
+        self._data = bytearray()
+        self.listening = threading.Event()
+        self.done = threading.Event()
+        threading.Thread(target=self._read, name="tcpdump-stderr", daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            while chunk := self._pipe.read1(4096):
+                if len(self._data) < _STDERR_KEEP:
+                    self._data += chunk[: _STDERR_KEEP - len(self._data)]
+                if b"listening on" in self._data:
+                    self.listening.set()
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.listening.set()
+            self.done.set()
+
+    def text(self) -> bytes:
+        return bytes(self._data)
 
 
 # ---- the manager ------------------------------------------------------------------------
@@ -392,8 +459,11 @@ class CaptureManager:
         *,
         is_offloaded: Callable[[str], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        in_flight: Iterable[str] = (),
     ) -> None:
         self.ledger = ledger
+        # Captures another manager has in flight (from the ledger): gc leaves them be.
+        self._in_flight_elsewhere = frozenset(in_flight)
         self.options = opts = load_options({} if options is None else options)
         self.is_offloaded = is_offloaded or (lambda cid: False)
         self._clock = clock
@@ -412,7 +482,7 @@ class CaptureManager:
         self._prune_at = 4096
         self._index: dict[str, CaptureFile] = {f.capture_id: f for f in scan_captures(self.dir)}
         self._skips: dict[str, int] = dict.fromkeys(SKIP_REASONS, 0)
-        self._outcomes = {"sealed": 0, "failed": 0}
+        self._outcomes = {"sealed": 0, "failed": 0, "empty": 0}  # empty: sealed with no packet
         _LIVE.add(self)
 
     def _make_dir(self) -> None:
@@ -562,7 +632,7 @@ class CaptureManager:
 
     def _execute(self, run: _Run) -> CaptureResult:
         opts = self.options
-        argv = build_argv(self.tcpdump, opts.interface, opts.snaplen, run.duration_s, run.path, run.ip)
+        argv = build_argv(self.tcpdump, opts.interface, opts.snaplen, run.path, run.ip)
         started_at = time.time()
         t0 = time.monotonic()
         try:
@@ -571,44 +641,68 @@ class CaptureManager:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
+                # Its own process group: every signal goes to the group (see _signal).
                 start_new_session=True,
                 env={"PATH": os.environ.get("PATH", _TCPDUMP_ENV_PATH), "LC_ALL": "C"},
             )
         except (OSError, ValueError) as exc:
             return self._failed(run, f"cannot run {argv[0]}: {getattr(exc, 'strerror', None) or exc}")
+        stderr = _StderrReader(proc.stderr)
         with run.lock:
             run.proc = proc
         if self._closed:
             self._signal(run, "closed", signal.SIGTERM)
         try:
-            stderr = self._wait(run, proc)
+            self._wait(run, proc, stderr)
         finally:
             if proc.returncode is None:  # only if waiting itself failed: still reap the child
-                proc.kill()
+                self._signal(run, "closed", signal.SIGKILL)
                 proc.wait()
+            self._end_group(run, proc, stderr)
         duration_ms = int((time.monotonic() - t0) * 1000)
         rc = proc.returncode
         ours = run.signalled
-        if not (rc in (0, 124) or (ours is not None and rc in (-signal.SIGTERM, -signal.SIGKILL))):
+        sent = (-signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL)
+        if not (rc in (0, 124) or (ours is not None and rc in sent)):
             if rc < 0:
                 cause = f"tcpdump killed by {signal.Signals(-rc).name}"
             else:
-                cause = f"tcpdump exited {rc}: {_one_line(stderr)}"
+                cause = f"tcpdump exited {rc}: {_one_line(stderr.text())}"
             return self._failed(run, cause, remove=True)
         exit_text = f"{ours[0]}:{signal.Signals(ours[1]).name}" if ours else f"exit:{rc}"
         return self._seal(run, started_at, duration_ms, exit_text)
 
-    def _wait(self, run: _Run, proc: subprocess.Popen) -> bytes:
-        """Wait for tcpdump; the backstop ends it if no packet came to make it rotate."""
-        try:
-            return proc.communicate(timeout=run.duration_s + self.options.backstop_grace_s)[1]
-        except subprocess.TimeoutExpired:
-            self._signal(run, "backstop", signal.SIGTERM)
-        try:
-            return proc.communicate(timeout=self.options.kill_grace_s)[1]
-        except subprocess.TimeoutExpired:
-            self._signal(run, "backstop", signal.SIGKILL)
-        return proc.communicate()[1]
+    def _wait(self, run: _Run, proc: subprocess.Popen, stderr: _StderrReader) -> None:
+        """Let tcpdump run for the duration, then end it: SIGINT, SIGTERM, SIGKILL."""
+        opts = self.options
+        # The duration counts from "listening on" (the capture really began); a tcpdump
+        # that never says so (a wrapper, an old build) gets the grace to start, no more.
+        stderr.listening.wait(opts.backstop_grace_s)
+        if _exited(proc, run.duration_s):
+            return
+        self._signal(run, "timer", signal.SIGINT)
+        if _exited(proc, opts.backstop_grace_s):
+            return
+        self._signal(run, "backstop", signal.SIGTERM)
+        if _exited(proc, opts.kill_grace_s):
+            return
+        self._signal(run, "backstop", signal.SIGKILL)
+        proc.wait()
+
+    def _end_group(self, run: _Run, proc: subprocess.Popen, stderr: _StderrReader) -> None:
+        """After tcpdump is reaped: kill what of its group still holds its stderr, then
+        collect the rest of it. Without this a forked child kept the slot until it exited."""
+        if not stderr.done.wait(_LEFTOVER_WAIT_S):
+            # Members still hold the pipe, so the group (and its id) still exists.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+                log.warning("capture %s: killed what was left of tcpdump's process group", run.cid)
+            except (ProcessLookupError, PermissionError):
+                pass
+            if not stderr.done.wait(self.options.kill_grace_s):
+                log.error("capture %s: tcpdump's stderr is still held open (a process left its group)", run.cid)
+        if stderr.done.is_set():  # closing under a blocked reader would block here too
+            proc.stderr.close()
 
     def _signal(self, run: _Run, cause: str, sig: int) -> None:
         with run.lock:
@@ -616,10 +710,15 @@ class CaptureManager:
             if proc is None or proc.poll() is not None:
                 return
             try:
-                proc.send_signal(sig)
+                # The whole group: a wrapper's children get it too. tcpdump is not yet
+                # reaped (poll() above), so its pid still names this group.
+                os.killpg(proc.pid, sig)
             except ProcessLookupError:
                 return
-            run.signalled = (run.signalled[0] if run.signalled else cause, sig)
+            # The first cause stays (closed, then its SIGKILL), but the timer's SIGINT is
+            # the normal end: a backstop after it is what the exit text must say.
+            first = run.signalled[0] if run.signalled and run.signalled[0] != "timer" else cause
+            run.signalled = (first, sig)
         log.info("capture %s: sent %s (%s)", run.cid, signal.Signals(sig).name, cause)
 
     def _seal(self, run: _Run, started_at: float, duration_ms: int, exit_text: str) -> CaptureResult:
@@ -647,6 +746,8 @@ class CaptureManager:
             duration_ms=duration_ms,
             packets=info.packets,
             exit=exit_text,
+            # A pcap with no packet is evidence of silence, not a capture that worked.
+            outcome="empty" if info.packets == 0 else "ok",
         )
         if not self.ledger.record("capture.sealed", sealed):
             log.error("capture %s: the ledger refused capture.sealed; the pcap stays indexed", run.cid)
@@ -660,9 +761,14 @@ class CaptureManager:
             self._index[run.cid] = entry
         with self._count_lock:
             self._outcomes["sealed"] += 1
+            if sealed.outcome == "empty":
+                self._outcomes["empty"] += 1
         CAPTURES.labels(self._ns, "sealed").inc()
-        log.info("capture %s sealed: %d bytes, %s packets, %s", run.cid, info.bytes, info.packets, exit_text)
-        return CaptureResult(capture_id=run.cid, ok=True, event=sealed)
+        log.info(
+            "capture %s sealed (%s): %d bytes, %s packets, %s",
+            *(run.cid, sealed.outcome, info.bytes, info.packets, exit_text),
+        )
+        return CaptureResult(capture_id=run.cid, ok=True, event=sealed, outcome=sealed.outcome)
 
     def _failed(self, run: _Run, cause: str, *, remove: bool = False) -> CaptureResult:
         """Record capture.failed. A partial file of a failed capture is removed (and said so)."""
@@ -683,7 +789,7 @@ class CaptureManager:
             self._outcomes["failed"] += 1
         CAPTURES.labels(self._ns, "failed").inc()
         log.warning("capture %s failed: %s", run.cid, cause)
-        return CaptureResult(capture_id=run.cid, ok=False, event=failed)
+        return CaptureResult(capture_id=run.cid, ok=False, event=failed, outcome="failed")
 
     # ---- the local budget ---------------------------------------------------------------
 
@@ -709,7 +815,9 @@ class CaptureManager:
         """
         with self._gc_lock:
             self._forget_vanished()
-            plan = plan_evictions(self.captures(), self.options.max_files, self.options.max_bytes)
+            with self._lock:
+                in_flight = self._in_flight_elsewhere | self._running.keys()
+            plan = plan_gc(self.captures(), self.options, in_flight)
             if dry_run or not plan:
                 return plan
             for ev in plan:
@@ -829,15 +937,20 @@ def gc_captures(
     options: CaptureOptions | Mapping[str, Any],
     dry_run: bool = False,
     is_offloaded: Callable[[str], bool] | None = None,
+    in_flight: Iterable[str] = (),
 ) -> list[CaptureEvicted]:
-    """``ledger gc``: apply the local budget once. A dry run needs no ledger and changes nothing."""
+    """``ledger gc``: apply the local budget once. A dry run needs no ledger and changes nothing.
+
+    ``in_flight``: ids of captures started but not yet ended (the pointer view's
+    ``capturing``); both runs go through ``plan_gc``, so the dry run is the real plan.
+    """
     opts = load_options(options)
+    in_flight = frozenset(in_flight)
     if dry_run:
-        files = list_captures(opts, is_offloaded or (lambda cid: False))
-        return plan_evictions(files, opts.max_files, opts.max_bytes)
+        return plan_gc(list_captures(opts, is_offloaded or (lambda cid: False)), opts, in_flight)
     if ledger is None:
         raise UsageError("gc needs a ledger to record evictions (or dry_run)")
-    with CaptureManager(ledger, opts, is_offloaded=is_offloaded) as manager:
+    with CaptureManager(ledger, opts, is_offloaded=is_offloaded, in_flight=in_flight) as manager:
         return manager.gc()
 
 
@@ -852,12 +965,14 @@ __all__ = [
     "PcapInfo",
     "build_argv",
     "capture_now",
+    "default_capture_dir",
     "gc_captures",
     "list_captures",
     "load_options",
     "new_capture_id",
     "normalize_ip",
     "plan_evictions",
+    "plan_gc",
     "read_pcap",
     "scan_captures",
 ]

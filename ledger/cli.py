@@ -195,9 +195,12 @@ def verify(
         raise LedgerError("nothing to verify: give PATH..., a store URL, or --tiers ROOT")
     local = [t for t in targets if "://" not in t]
     urls = [t for t in targets if "://" in t]
-    files = verify_path(local, policy).files if local else []
+    local_report = verify_path(local, policy) if local else VerifyReport([])
+    files, captures = local_report.files, list(local_report.captures)
     for url in urls:
-        files += _verify_url(url, namespace, policy, ca_pem, config).files
+        url_report = _verify_url(url, namespace, policy, ca_pem, config)
+        files += url_report.files
+        captures += url_report.captures
     tier_rows = []
     if tiers is not None:
         from .cold.remote import tier_report, verify_store
@@ -205,10 +208,11 @@ def verify(
         cfg = _config(config, tiers, namespace, store)
         cold = _open_store(cfg)
         namespaces = [cfg.namespace] if cfg.namespace else sorted(p.name for p in tiers.iterdir() if p.is_dir())
-        files += verify_path([tiers], policy).files
-        files += verify_store(cold, cfg.namespace, policy, ca_pem).files
+        for part in (verify_path([tiers], policy), verify_store(cold, cfg.namespace, policy, ca_pem)):
+            files += part.files
+            captures += part.captures
         tier_rows = [tier_report(tiers, ns, cold) for ns in namespaces]
-    report = VerifyReport(files)
+    report = VerifyReport(files, captures)
     anchors = []
     if trust:
         from .anchors import check_trusted
@@ -276,6 +280,8 @@ def render_verify(report: VerifyReport, policy: Policy) -> None:
         console.print(_verify_line(f, policy))
         for note in f.notes:
             console.print(f"  note: {escape(note)}")
+    for c in report.captures:
+        console.print(_capture_line(c))
     n_ok = sum(f.ok for f in report.files)
     events = sum(f.events for f in report.files)
     verdict = "[green]OK[/green]" if report.ok else "[red]FAIL[/red]"
@@ -287,7 +293,21 @@ def render_verify(report: VerifyReport, policy: Policy) -> None:
         if kinds
         else "signatures NOT checked (no --key-file/--pubkey/--fs-seed)"
     )
-    console.print(f"{verdict}: {n_ok}/{len(report.files)} files, {events} events; {sig}")
+    caps = ""
+    if report.captures:
+        good = sum(c.verdict == "ok" for c in report.captures)
+        bad = sum(not c.ok for c in report.captures)
+        unchecked = len(report.captures) - good - bad
+        caps = f", {good}/{len(report.captures)} captures intact" + (f" ({unchecked} not checked)" if unchecked else "")
+    console.print(f"{verdict}: {n_ok}/{len(report.files)} files, {events} events{caps}; {sig}")
+
+
+def _capture_line(c) -> str:
+    what = escape(f"capture {c.capture_id} {c.where}" if c.capture_id else c.where)
+    if c.verdict == "ok":
+        return f"[green]OK[/green] {what}: {c.found_bytes:,} bytes match its capture.sealed"
+    label = "[red]FAIL[/red]" if not c.ok else "[yellow]NOT CHECKED[/yellow]"
+    return f"{label} {what}: {c.verdict}: {escape(c.detail)}"
 
 
 def _verify_line(f: FileReport, policy: Policy) -> str:
@@ -566,9 +586,9 @@ def _projector(cfg, store=None):
 
 
 def _capture_options(cfg, interface: str | None = None, duration: int | None = None):
-    from .capture import CaptureOptions
+    from .capture import CaptureOptions, default_capture_dir
 
-    opts = {"capture_dir": str(Path(cfg.root) / cfg.ns / "captures")}
+    opts = {"capture_dir": str(default_capture_dir(cfg.root, cfg.ns))}
     if interface:
         opts["interface"] = interface
     if duration:
@@ -642,6 +662,8 @@ def capture(
     _print_json(result.event)
     if not result.ok:
         raise LedgerError(f"capture failed: {result.event.cause}")
+    if result.outcome == "empty":
+        print(f"ledger: capture {result.capture_id} is empty: no packet of {ip} was seen", file=sys.stderr)
 
 
 @app.command()
@@ -709,12 +731,13 @@ def gc(
     with _projector(cfg) as views:
         views.catch_up()
         offloaded = {v.capture_id for v in views.captures() if v.remote_key}
+        in_flight = {v.capture_id for v in views.captures() if v.state == "capturing"}
     if dry_run:
-        evicted = gc_captures(None, options, dry_run=True, is_offloaded=offloaded.__contains__)
+        evicted = gc_captures(None, options, dry_run=True, is_offloaded=offloaded.__contains__, in_flight=in_flight)
     else:
         keys = _need_key(cfg, key_file)
         with _writer(cfg, keys) as led:
-            evicted = gc_captures(led, options, is_offloaded=offloaded.__contains__)
+            evicted = gc_captures(led, options, is_offloaded=offloaded.__contains__, in_flight=in_flight)
     for e in evicted:
         flag = "offloaded" if e.offloaded else "NOT offloaded"
         print(f"{'would evict' if dry_run else 'evicted'} {e.capture_id} ({e.bytes:,} bytes, {e.reason}, {flag})")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import keys as keymod
-from .capture import CaptureManager, CaptureOptions
+from .capture import CaptureManager, CaptureOptions, default_capture_dir
 from .cold.archive import Archiver, PassReport
 from .cold.remote import TierReport, tier_report, verify_store
 from .cold.stores import open_store
@@ -54,7 +54,7 @@ class DemoResult:
     cold_report: VerifyReport | None = None
 
 
-def _capture_manager(led: Ledger, root: Path) -> tuple[CaptureManager | None, str]:
+def _capture_manager(led: Ledger, ledger_dir: Path) -> tuple[CaptureManager | None, str]:
     """A manager for loopback captures, or None and the plain reason why not."""
     if shutil.which("tcpdump") is None:
         return None, "tcpdump is not installed: anomalies are recorded without packet captures"
@@ -66,7 +66,8 @@ def _capture_manager(led: Ledger, root: Path) -> tuple[CaptureManager | None, st
         duration_s=2,
         snaplen=256,
         interface="lo",
-        capture_dir=str(root / "captures"),
+        # Where `ledger gc`, `ledger captures` and `ledger capture` look for this namespace.
+        capture_dir=str(default_capture_dir(ledger_dir, NAMESPACE)),
         max_concurrent=2,
     )
     return CaptureManager(led, options), "anomalies trigger a 2 s tcpdump capture of the client on lo"
@@ -89,7 +90,7 @@ def run_demo(
     result.store_url = store_url or (root / "cold").resolve().as_uri()
     store = open_store(result.store_url)  # a bad URL fails here, before any traffic
     led = Ledger.open(result.ledger_dir, namespace=NAMESPACE, hmac_key=key, checkpoint_every=250)
-    manager, result.capture_note = _capture_manager(led, root) if captures else (None, "captures off")
+    manager, result.capture_note = _capture_manager(led, result.ledger_dir) if captures else (None, "captures off")
     try:
         asyncio.run(_traffic(led, result, random.Random(seed), manager))
     finally:
@@ -134,7 +135,7 @@ async def _traffic(led: Ledger, result: DemoResult, rng: random.Random, manager:
     deadline = time.monotonic() + result.seconds
     async with server, upstream:
         evil = {rng.randrange(result.clients)} if result.clients else set()
-        # Captures need traffic after their deadline to end: keep clients going until they do.
+        # Keep clients going until running captures end, so each capture holds traffic.
         stop = asyncio.Event()
         clients = [asyncio.create_task(_client(i, port, deadline, i in evil, rng, stop)) for i in range(result.clients)]
         await asyncio.sleep(result.seconds)
@@ -208,7 +209,7 @@ async def _proxy_one(led, result, reader, writer, up_port, on_anomaly) -> None:
 async def _client(i: int, port: int, deadline: float, evil: bool, rng: random.Random, stop: asyncio.Event) -> None:
     while not stop.is_set():
         if time.monotonic() > deadline:
-            evil = False  # after the deadline: plain traffic only, so running captures end
+            evil = False  # after the deadline: plain traffic only, no new anomalies
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(f"CN=client-{i}\n".encode())
         for _ in range(rng.randint(1, 5)):

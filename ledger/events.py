@@ -49,6 +49,8 @@ class CaptureSealed(_Event, kw_only=True):
     duration_ms: int
     packets: int | None = None
     exit: str = ""
+    # "empty": sealed with no packet. Default "ok" so pointers written before it decode.
+    outcome: Literal["ok", "empty"] = "ok"
 
 
 class CaptureFailed(_Event, kw_only=True):

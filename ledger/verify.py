@@ -37,6 +37,7 @@ import msgspec
 
 from . import format as fmt
 from . import fsseal, lastseal, notes
+from .capture_verify import verify_local_captures
 from .errors import InputError
 from .keys import key_id
 from .merkle import EMPTY_ROOT, CompactRange
@@ -152,13 +153,19 @@ class FileReport:
 @dataclass
 class VerifyReport:
     files: list[FileReport]
+    # capture_verify.CaptureCheck: the pcaps the verified sessions recorded (issue 11 item 2).
+    captures: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return bool(self.files) and all(f.ok for f in self.files)
+        return bool(self.files) and all(f.ok for f in self.files) and all(c.ok for c in self.captures)
 
     def as_dict(self) -> dict:
-        return {"ok": self.ok, "files": [f.as_dict() for f in self.files]}
+        return {
+            "ok": self.ok,
+            "files": [f.as_dict() for f in self.files],
+            "captures": [c.as_dict() for c in self.captures],
+        }
 
 
 # ---- step 1: scan one chunk -----------------------------------------------------------
@@ -832,7 +839,9 @@ def verify_path(paths: Sequence[str | os.PathLike[str]], policy: Policy = Policy
         files.extend(done)
         if ns_dir is not None:
             files.extend(check_last_seal(ns_dir, done, policy))
-    return VerifyReport(files)
+    # Captures are evidence too: each pcap recorded below a directory, against its pointer.
+    captures = verify_local_captures(files, [p for p in paths if Path(p).is_dir()])
+    return VerifyReport(files, captures)
 
 
 def check_last_seal(ns_dir: Path, reports: Sequence[FileReport], policy: Policy) -> list[FileReport]:

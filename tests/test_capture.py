@@ -208,69 +208,127 @@ def check_burst(led: Ledger, m: CaptureManager, decisions: list, expected: int) 
 # ---- the real tcpdump -------------------------------------------------------------------------
 
 
+class UdpTraffic:
+    """A marker datagram to 127.0.0.1 every 5 ms (200 packets/s) while in use."""
+
+    def __init__(self) -> None:
+        self.marker = b"ledger-capture-test-" + os.urandom(4).hex().encode()
+        self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rx.bind(("127.0.0.1", 0))
+        self.stop = threading.Event()
+        self.sender = threading.Thread(target=self._send)
+
+    def _send(self) -> None:
+        port = self.rx.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            while not self.stop.is_set():
+                tx.sendto(self.marker, ("127.0.0.1", port))
+                self.stop.wait(0.005)
+
+    def __enter__(self) -> UdpTraffic:
+        self.sender.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.sender.join()
+        self.rx.close()
+
+
 @needs_tcpdump
 def test_real_capture_on_lo_is_a_valid_pcap_matching_its_pointer(tmp_path, led):
-    marker = b"ledger-capture-test-" + os.urandom(4).hex().encode()
-    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rx.bind(("127.0.0.1", 0))
-    port = rx.getsockname()[1]
-    stop = threading.Event()
-
-    def send() -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
-            while not stop.is_set():
-                tx.sendto(marker, ("127.0.0.1", port))
-                stop.wait(0.01)
-
-    sender = threading.Thread(target=send)
-    sender.start()
-    try:
-        # Without --immediate-mode tcpdump gets packets in blocks about a second apart,
-        # and the first packet past the deadline ends it unwritten: with -G 1 the pcap
-        # can be empty; 3 s leaves blocks before the rotation.
-        with CaptureManager(led, options(tmp_path, duration_s=3, backstop_grace_s=5)) as m:
-            d = m.maybe_capture("alice", "127.0.0.1", "test traffic", "high", anomaly_id="an-1")
-            assert d.started and ID_RE.match(d.capture_id)
-            result = d.wait(timeout=15)
-    finally:
-        stop.set()
-        sender.join()
-        rx.close()
-    assert result is not None and result.ok, result
+    with UdpTraffic() as traffic, CaptureManager(led, options(tmp_path, duration_s=3, backstop_grace_s=5)) as m:
+        d = m.maybe_capture("alice", "127.0.0.1", "test traffic", "high", anomaly_id="an-1")
+        assert d.started and ID_RE.match(d.capture_id)
+        result = d.wait(timeout=15)
+    assert result is not None and result.ok and result.outcome == "ok", result
     events = capture_events(led)
     assert [k for k, _ in events] == ["capture.started", "capture.sealed"]
     started, sealed = events[0][1], events[1][1]
     path = tmp_path / "pcaps" / f"{d.capture_id}.pcap"
     assert started["path"] == sealed["path"] == str(path)
     assert started["cn"] == sealed["cn"] == "alice" and sealed["anomaly_id"] == "an-1"
-    assert sealed["exit"] == "exit:0"  # ended by tcpdump's own rotation, not the backstop
+    assert sealed["exit"] == "timer:SIGINT" and sealed["outcome"] == "ok"  # ledger's timer, a clean end
     data = path.read_bytes()
     records = naive_pcap_records(data)
-    assert records and any(marker in r for r in records)
+    assert records and any(traffic.marker in r for r in records)
     assert sealed["packets"] == len(records)
     assert sealed["bytes"] == len(data) == path.stat().st_size
     assert sealed["sha256"] == hashlib.sha256(data).hexdigest()
-    assert 3000 <= sealed["duration_ms"] < 8000  # the rotation, well before the backstop
+    assert 3000 <= sealed["duration_ms"] < 5000  # the duration, well before the backstop
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert_no_children()
 
 
 @needs_tcpdump
-def test_real_tcpdump_silent_host_is_ended_by_the_backstop_on_time(tmp_path, led):
+def test_real_one_second_capture_under_traffic_captures_packets_3_of_3(tmp_path, led):
+    """Issue 12 item 5: ``-G 1`` rotated (and exited) at the next whole second, 0 packets
+    in 4 of 4 runs at 200 packets/s. Now the capture lasts its second, every time."""
+    results = []
+    with UdpTraffic(), CaptureManager(led, options(tmp_path, duration_s=1, backstop_grace_s=2)) as m:
+        for i in range(3):
+            results.append(m.capture(f"run{i}", "127.0.0.1", "one second", duration_s=1).wait(timeout=10))
+    for r in results:
+        assert r is not None and r.ok and r.outcome == "ok", r
+        assert r.event.exit == "timer:SIGINT"
+        assert r.event.duration_ms >= 1000
+        # 200 packets/s for a second; a wide margin for a loaded 2-core machine.
+        assert r.event.packets >= 50, [x.event.packets for x in results]
+        assert r.event.packets == len(naive_pcap_records(Path(r.event.path).read_bytes()))
+    assert_no_children()
+
+
+@needs_tcpdump
+def test_real_tcpdump_silent_host_is_ended_on_time_and_sealed_empty(tmp_path, led):
     opts = options(tmp_path, duration_s=1, backstop_grace_s=0.5, kill_grace_s=1)
     with CaptureManager(led, opts) as m:
         t0 = time.monotonic()
         d = m.maybe_capture("bob", "127.0.0.77", "silent", "high")
         result = d.wait(timeout=10)
         elapsed = time.monotonic() - t0
-    assert result is not None and result.ok
-    assert result.event.exit == "backstop:SIGTERM"
-    assert 1.4 <= elapsed < 2.5, elapsed  # SIGTERM at 1.5 s; SIGKILL would be at 2.5 s
+        assert m.stats()["outcomes"] == {"sealed": 1, "failed": 0, "empty": 1}
+    assert result is not None and result.ok and result.outcome == "empty"
+    # A silent host no longer needs the backstop: ledger's timer ends it with a SIGINT.
+    assert result.event.exit == "timer:SIGINT"
+    assert 1.0 <= elapsed < 1.5 + 0.5, elapsed  # startup + 1 s; a SIGTERM would be 0.5 s later
     data = Path(result.event.path).read_bytes()
     assert naive_pcap_records(data) == [] and result.event.packets == 0
     assert result.event.sha256 == hashlib.sha256(data).hexdigest()
-    assert [k for k, _ in capture_events(led)] == ["capture.started", "capture.sealed"]
+    events = capture_events(led)
+    assert [k for k, _ in events] == ["capture.started", "capture.sealed"]
+    assert events[1][1]["outcome"] == "empty" and events[1][1]["packets"] == 0  # recorded as empty, never ok
+    assert_no_children()
+
+
+@needs_tcpdump
+def test_a_forking_tcpdump_wrapper_frees_its_slot_on_time(tmp_path, led):
+    """Issue 12 item 5: the backstop signalled only the direct child, and a wrapper's
+    child kept tcpdump's stderr open (and the concurrency slot) for 60 s. The whole
+    process group is signalled now, and what outlives tcpdump is killed."""
+    left = tmp_path / "left.pid"
+    wrapper = tmp_path / "tcpdump-wrapper"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        # A child that ignores SIGINT and SIGTERM and inherits stderr, as a logger might.
+        f"(trap '' INT TERM; exec sleep 60) & echo $! > '{left}'\n"
+        f'exec {TCPDUMP} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    opts = options(
+        tmp_path, tcpdump_bin=str(wrapper), duration_s=1, max_concurrent=1, backstop_grace_s=1, kill_grace_s=1
+    )
+    with CaptureManager(led, opts) as m:
+        t0 = time.monotonic()
+        d = m.maybe_capture("erin", "127.0.0.78", "wrapped", "high")
+        result = d.wait(timeout=20)
+        freed = time.monotonic() - t0
+        assert m.stats()["in_flight"] == 0
+        assert m.maybe_capture("erin2", "127.0.0.79", "next", "high").started  # the slot is free
+    assert result is not None and result.ok and result.event.exit == "timer:SIGINT"
+    assert freed < 1 + 1 + 1, freed  # duration + grace, not the 60 s of the orphan
+    pid = int(left.read_text())
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     assert_no_children()
 
 
@@ -362,7 +420,8 @@ def test_argv_is_exactly_the_bounded_tcpdump_command(tmp_path, led):
         d = m.maybe_capture("alice", "0:0:0:0:0:0:0:1", "x", "high")
         assert d.wait(timeout=10).ok
     path = str(tmp_path / "pcaps" / f"{d.capture_id}.pcap")
-    expected = ["-i", "lo", "-n", "-s", "96", "-G", "7", "-W", "1", "-w", path, "-Z", "root", "host", "::1"]
+    # No -G: the duration is ledger's timer (a whole-second rotation cut captures short).
+    expected = ["-i", "lo", "-n", "-s", "96", "--immediate-mode", "-U", "-w", path, "-Z", "root", "host", "::1"]
     assert logged_argvs(tmp_path) == [expected]
 
 
@@ -444,14 +503,14 @@ def test_invalid_reason_severity_or_duration_is_refused(tmp_path, led):
 
 
 def test_backstop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path, led):
-    fake = fake_tcpdump(tmp_path, sleep=60, body="trap '' TERM")  # ignored, and still after exec
+    fake = fake_tcpdump(tmp_path, sleep=60, body="trap '' INT TERM")  # ignored, and still after exec
     opts = options(tmp_path, tcpdump_bin=str(fake), duration_s=1, backstop_grace_s=0.3, kill_grace_s=0.3)
     with CaptureManager(led, opts) as m:
         t0 = time.monotonic()
         result = m.maybe_capture("dave", "10.0.0.9", "x", "high").wait(timeout=10)
         elapsed = time.monotonic() - t0
     assert result.ok and result.event.exit == "backstop:SIGKILL"
-    assert 1.6 <= elapsed < 2.6, elapsed
+    assert 1.6 <= elapsed < 2.6, elapsed  # start grace 0.3 + 1 s + SIGINT, SIGTERM 0.3 s apart
     assert_no_children()
 
 
@@ -490,7 +549,7 @@ def test_failures_are_recorded_with_their_cause_and_leave_no_file(tmp_path, led,
     assert [k for k, _ in events] == ["capture.started", "capture.failed"]
     assert events[1][1]["cause"] == result.event.cause
     assert list((tmp_path / "pcaps").iterdir()) == []
-    assert m.stats()["outcomes"] == {"sealed": 0, "failed": 1}
+    assert m.stats()["outcomes"] == {"sealed": 0, "failed": 1, "empty": 0}
 
 
 def test_no_thread_to_be_had_is_a_recorded_failure(tmp_path, led, monkeypatch):
@@ -524,11 +583,11 @@ def test_capture_now_for_the_cli(tmp_path, led):
     assert result.ok and Path(result.event.path).exists()
     again = capture_now(led, opts, "alice", "10.0.0.1", "again")  # no cooldown for an operator
     assert again.ok
-    assert logged_argvs(tmp_path)[0][6] == "3"  # -G 3
     with pytest.raises(UsageError, match="invalid ip"):
         capture_now(led, opts, "alice", "1.2.3.4 or port 22", "x")
     started = [d for k, d in capture_events(led) if k == "capture.started"]
     assert [d["severity"] for d in started] == ["manual", "manual"]
+    assert [d["duration_s"] for d in started] == [3.0, 1.0]  # the operator's, then the default
     assert [f.capture_id for f in list_captures(opts)] == [d["capture_id"] for d in started]
 
 
@@ -640,6 +699,40 @@ def test_gc_dry_run_changes_nothing(tmp_path, led):
     assert remaining(pcaps) == ids[3:]
 
 
+def test_gc_dry_run_is_the_real_plan_with_a_capture_in_flight(tmp_path, led):
+    """Issue 12 item 5: the dry run listed a pcap tcpdump was still writing as "would
+    evict"; the running manager's gc never would. Both go through one plan now."""
+    ledger_root = tmp_path / "ledger"
+    pcaps = capture_mod.default_capture_dir(ledger_root, "cap")
+    ids = seed(pcaps, [100] * 3)
+    fake = fake_tcpdump(tmp_path, sleep=60)
+    opts = options(tmp_path, tcpdump_bin=str(fake), capture_dir=str(pcaps), max_files=1, duration_s=60)
+    with CaptureManager(led, opts) as m:
+        d = m.maybe_capture("zed", "10.0.0.5", "x", "high")
+        for _ in range(100):  # the fake writes its header at once
+            if (pcaps / f"{d.capture_id}.pcap").exists():
+                break
+            time.sleep(0.02)
+        assert led.flush(timeout=10)
+        out = cli(["gc", "--dry-run", "--max-files", "1", "--root", str(ledger_root), "--namespace", "cap"])
+        assert out.returncode == 0, out.stderr
+        dry = re.findall(r"would evict (\S+)", out.stdout)
+        dry_lib = [e.capture_id for e in gc_captures(None, opts, dry_run=True, in_flight=[d.capture_id])]
+        real = [e.capture_id for e in m.gc()]
+        assert d.capture_id not in dry
+        assert dry == dry_lib == real == ids[:2], (dry, dry_lib, real)
+        assert (pcaps / f"{d.capture_id}.pcap").exists()
+
+
+def cli(args: list[str]):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "ledger.cli", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 def test_gc_runs_after_each_seal(tmp_path, led):
     fake = fake_tcpdump(tmp_path)
     with CaptureManager(led, options(tmp_path, tcpdump_bin=str(fake), max_files=2)) as m:
@@ -703,3 +796,49 @@ def test_options_defaults_and_validation(tmp_path, led):
         CaptureManager(led, {"capture_dir": str(tmp_path), "bogus": 1})
     with pytest.raises(UsageError):
         CaptureOptions.from_dict(["not", "a", "mapping"])
+
+
+@needs_tcpdump
+def test_demo_pcaps_land_where_gc_and_captures_look(tmp_path):
+    """Issue 12 item 5: demo wrote pcaps to DIR/captures, where neither ``ledger gc``
+    nor ``ledger captures`` (``<root>/<namespace>/captures``) ever looks."""
+    from ledger.demo import NAMESPACE, run_demo
+
+    result = run_demo(tmp_path / "demo", seconds=2, clients=4, seed=1)
+    assert result.anomalies and result.captures, result.capture_note
+    where = capture_mod.default_capture_dir(result.ledger_dir, NAMESPACE)
+    on_disk = sorted(p.name.removesuffix(".pcap") for p in where.glob("*.pcap"))
+    assert on_disk == sorted(c.capture_id for c in result.captures)
+    assert not (tmp_path / "demo" / "captures").exists()
+    root = ["--root", str(result.ledger_dir), "--namespace", NAMESPACE]
+    listed = msgspec.json.decode(cli(["captures", "--json", *root]).stdout)
+    assert sorted(c["capture_id"] for c in listed if c["local"]) == on_disk
+    assert all(Path(c["path"]).parent == where for c in listed)
+    out = cli(["gc", "--dry-run", "--max-files", "1", "--max-bytes", "1", *root])
+    assert out.returncode == 0, out.stderr
+    assert sorted(re.findall(r"would evict (\S+)", out.stdout)) == on_disk  # gc sees them
+
+
+@needs_tcpdump
+def test_cli_capture_duration_1_under_traffic_has_packets_and_a_silent_one_is_empty(tmp_path):
+    """The issue's own reproduction: ``ledger capture --duration 1`` at 200 packets/s gave
+    0 packets in 4 of 4 runs, sealed as a success."""
+    from ledger import keys as keymod
+
+    key_file = tmp_path / "hmac.key"
+    keymod.write_key_file(key_file)
+    common = ["--root", str(tmp_path / "root"), "--namespace", "cap", "--key-file", str(key_file)]
+    common += ["--interface", "lo", "--duration", "1", "--cn", "op", "--reason", "repro"]
+    packets = []
+    with UdpTraffic():
+        for _ in range(3):
+            out = cli(["capture", "--ip", "127.0.0.1", *common])
+            assert out.returncode == 0, out.stderr
+            event = msgspec.json.decode(out.stdout)
+            assert event["outcome"] == "ok" and event["exit"] == "timer:SIGINT"
+            packets.append(event["packets"])
+    assert all(n > 0 for n in packets), packets
+    silent = cli(["capture", "--ip", "127.0.0.77", *common])
+    event = msgspec.json.decode(silent.stdout)
+    assert (event["packets"], event["outcome"]) == (0, "empty")
+    assert f"capture {event['capture_id']} is empty" in silent.stderr

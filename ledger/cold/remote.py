@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import events as ev
+from ..capture_verify import CaptureCheck, check_bytes, missing, recorded_captures
 from ..errors import EvidenceError, InputError
 from ..projections import Projector
 from ..reader import session_paths
@@ -62,15 +63,60 @@ def verify_store(
     """Verify every archived session of ``namespace`` (all namespaces when None)."""
     namespaces = [namespace] if namespace else store_namespaces(store)
     files: list[FileReport] = []
+    captures: list[CaptureCheck] = []
     for ns in namespaces:
         reports = [verify_archived(store, key, policy, tsa_ca_pem) for key in archived_manifests(store, ns)]
         check_prev_links(reports)
         files.extend(reports)
+        captures += verify_store_captures(store, ns, reports)
     if not files:
         raise InputError(
             f"{store.url}: no archived sessions found" + (f" for namespace {namespace}" if namespace else "")
         )
-    return VerifyReport(files)
+    report = VerifyReport(files)
+    report.captures = captures
+    return report
+
+
+def verify_store_captures(store: Store, namespace: str, reports: list[FileReport]) -> list[CaptureCheck]:
+    """Every archived pcap of ``namespace`` against the capture.sealed event in the
+    archived sessions just verified (``reports``); the ``.sha256`` sidecar is not read.
+
+    A pcap their capture.offloaded events put in this store, and no remote.deleted
+    took out, that is not there is ``missing_capture``. A pcap whose capture.sealed is
+    in none of these sessions (recorded in a session still in the hot tier) is
+    ``unrecorded``: the store alone cannot vouch for it.
+    """
+    sessions = [(r, _archived_session_lines(store, namespace, r)) for r in reports if r.session]
+    recorded = recorded_captures(sessions)
+    checks = list(recorded.changed)
+    base = store.url.rstrip("/")
+    stored = {
+        i.key.rsplit("/", 1)[-1].removesuffix(".pcap"): i.key
+        for i in store.list(f"{namespace}/captures/")
+        if i.key.endswith(".pcap")
+    }
+    for cid, key in sorted(stored.items()):
+        rec = recorded.captures.get(cid)
+        if rec is None:
+            why = "its capture.sealed is in none of the archived sessions verified: not checked"
+            checks.append(CaptureCheck(capture_id=cid, where=f"{base}/{key}", verdict="unrecorded", detail=why))
+            continue
+        try:
+            checks.append(check_bytes(rec, f"{base}/{key}", lambda key=key: store.open(key)))
+        except ObjectNotFound:
+            checks.append(missing(rec, f"{base}/{key}", f"{key} was listed but is gone"))
+    for cid, rec in sorted(recorded.captures.items()):
+        off = rec.offloaded
+        if off is None or rec.remote_deleted or cid in stored or off.store.rstrip("/") != base:
+            continue
+        why = f"its capture.offloaded put it at {off.key} (no remote.deleted since), and it is not there"
+        checks.append(missing(rec, f"{base}/{off.key}", why))
+    return checks
+
+
+def _archived_session_lines(store: Store, namespace: str, report: FileReport):
+    return lambda: _gz_lines(store, session_keys(namespace, report.session).gz)
 
 
 def _object_failure(path: str, reason: str, detail: str) -> FileReport:
