@@ -5,9 +5,11 @@
   through the verifier, never whole in memory), the ``.sha256`` sidecar, the
   ``.tsr`` token, and the ``prev`` links across sessions.
 * ``restore_session``: download, verify, and write a session back to the hot tier.
-* ``rotate_remote``: delete objects older than a date by the exact keys the batch
-  view recorded (never by listing a prefix), in DeleteObjects chunks of at most
-  1,000, one ``remote.deleted`` event per batch.
+* ``plan_rotation`` / ``rotate_remote``: the objects sealed before a cut-off, by
+  the exact keys the batch view recorded (never by listing a prefix) plus the
+  session's shipped checkpoint notes, minus what Object Lock keeps; a dry run
+  shows the plan, a real run deletes it in DeleteObjects chunks of at most 1,000,
+  one ``remote.deleted`` event per batch.
 * ``tier_report``: where the hot tier ends and the cold tier begins, and whether
   they join without a gap.
 """
@@ -16,9 +18,12 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .. import events as ev
@@ -26,8 +31,9 @@ from ..errors import EvidenceError, InputError
 from ..projections import Projector
 from ..reader import session_paths
 from ..verify import FileReport, FirstError, Policy, VerifyReport, check_prev_links, verify_file, verify_stream
+from ..when import parse_stored, parse_when, stored_ts
 from .archive import HashingReader
-from .manifest import ManifestError, parse_manifest, session_keys, sha256_sidecar
+from .manifest import ManifestError, checkpoint_key, parse_manifest, session_keys, sha256_sidecar
 from .stores import ObjectNotFound, Store
 from .tsa import TimestampInvalid, verify_token
 
@@ -190,6 +196,35 @@ def _gz_lines(store: Store, key: str) -> Iterator[bytes]:
 
 
 @dataclass
+class RotateStep:
+    """One DeleteObjects round (the store chunks by 1,000) and the remote.deleted event
+    that records it: one archived session, or up to 1,000 captures."""
+
+    keys: list[str]  # to delete
+    kept: list[dict[str, str]] = field(default_factory=list)  # held by Object Lock: not sent
+    batch_ids: list[str] = field(default_factory=list)
+    capture_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RotatePlan:
+    """What a rotation deletes: a dry run prints it, a real run executes exactly it."""
+
+    before: str  # the cut-off, in the stored ts form
+    steps: list[RotateStep] = field(default_factory=list)
+    batches: list[str] = field(default_factory=list)
+    captures: list[str] = field(default_factory=list)
+
+    @property
+    def keys(self) -> list[str]:
+        return [k for step in self.steps for k in step.keys]
+
+    @property
+    def kept(self) -> list[dict[str, str]]:
+        return [k for step in self.steps for k in step.kept]
+
+
+@dataclass
 class RotateReport:
     before: str
     batches: list[str] = field(default_factory=list)
@@ -200,46 +235,129 @@ class RotateReport:
     dry_run: bool = False
 
 
-def rotate_remote(projector: Projector, store: Store, recorder, before: str, dry_run: bool = False) -> RotateReport:
-    """Delete archived objects sealed before ``before`` (RFC 3339 or YYYY-MM-DD), by exact key."""
-    report = RotateReport(before=before, dry_run=dry_run)
+def cutoff_refusal(before: datetime, hot_retention_s: float, now: float | None = None) -> str | None:
+    """Why ``before`` is too late to be a safe cut-off, or None.
 
-    def delete(keys: list[str], batch_ids: list[str], capture_ids: list[str]) -> None:
-        """One DeleteObjects round (the store chunks by 1,000) and its remote.deleted event."""
-        if dry_run:
-            report.deleted.extend(keys)
-            return
-        result = store.delete_many(keys)
-        report.requests += getattr(result, "requests", 0)
-        report.deleted.extend(result.deleted)
-        report.kept.extend(result.errors)
-        recorder.record(
-            ev.RemoteDeleted(
-                store=store.url,
-                before=before,
-                batch_ids=batch_ids,
-                capture_ids=capture_ids,
-                deleted=result.deleted,
-                kept=result.errors,
-            )
+    A cut-off in the future takes objects sealed after the run too (everything).
+    One newer than now minus the hot retention deletes the remote copy of sessions
+    the hot tier still keeps for that window: the cold tier exists to outlive the
+    box, so it must keep at least as much as the box does.
+    """
+    now_dt = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    if before > now_dt:
+        return f"{stored_ts(before)} is in the future: every archived object would match"
+    newest = now_dt - timedelta(seconds=hot_retention_s)
+    if before > newest:
+        days = hot_retention_s / 86400
+        return (
+            f"{stored_ts(before)} is newer than the hot retention allows ({days:g} days: "
+            f"nothing sealed after {stored_ts(newest)}); the cold copy must outlive the local one"
         )
+    return None
 
+
+def plan_rotation(projector: Projector, store: Store, before: datetime, now: float | None = None) -> RotatePlan:
+    """The exact keys of everything archived to ``store`` that was sealed (sessions) or
+    started (captures) strictly before ``before``, and the ones Object Lock keeps.
+
+    Keys come from the batch view (never from listing the store), plus each rotated
+    session's shipped checkpoint notes, found by listing that one session's folder
+    (their sizes are not in the view). A batch or capture whose time the view cannot
+    parse is never due: nothing is deleted on a guess.
+    """
+    plan = RotatePlan(before=stored_ts(before))
     for batch in projector.batches():
-        if batch.state == "remote-deleted" or batch.sealed_at >= before or batch.store != store.url:
+        if batch.state == "remote-deleted" or batch.store != store.url:
+            continue
+        if not _before(batch.sealed_at, before):
             continue
         # Every key the batch recorded; a partly-deleted batch retries all of them, since
         # DeleteObjects reports keys already gone as deleted.
-        report.batches.append(batch.batch_id)
-        delete([o.key for o in batch.objects], [batch.batch_id], [])
+        keys = [o.key for o in batch.objects] + _checkpoint_notes(store, batch.manifest_key, batch.session)
+        plan.batches.append(batch.batch_id)
+        plan.steps.append(RotateStep(keys=keys, batch_ids=[batch.batch_id]))
     old_caps = [
         c
         for c in projector.captures()
-        if c.state == "offloaded" and c.remote_key and c.store == store.url and c.started_at < before
+        if c.state == "offloaded" and c.remote_key and c.store == store.url and _before(c.started_at, before)
     ]
     for start in range(0, len(old_caps), 1000):
         chunk = old_caps[start : start + 1000]
-        report.captures.extend(c.capture_id for c in chunk)
-        delete([k for c in chunk for k in (c.remote_key, c.remote_key + ".sha256")], [], [c.capture_id for c in chunk])
+        plan.captures.extend(c.capture_id for c in chunk)
+        keys = [k for c in chunk for k in (c.remote_key, c.remote_key + ".sha256")]
+        plan.steps.append(RotateStep(keys=keys, capture_ids=[c.capture_id for c in chunk]))
+    if plan.steps and store.object_lock_enabled():
+        _hold_locked(store, plan, time.time() if now is None else now)
+    return plan
+
+
+def _before(ts: str, cutoff: datetime) -> bool:
+    when = parse_stored(ts)
+    return when is not None and when < cutoff
+
+
+def _checkpoint_notes(store: Store, manifest_key: str, session: str) -> list[str]:
+    """``<ns>/checkpoints/<session>/<size>.checkpoint`` of one session, as stored."""
+    namespace = manifest_key.split("/", 1)[0]
+    folder = checkpoint_key(namespace, session, 0).rpartition("/")[0] + "/"
+    return [i.key for i in store.list(folder) if _NOTE_NAME.match(i.key[len(folder) :])]
+
+
+_NOTE_NAME = re.compile(r"^[0-9]+\.checkpoint$")
+
+
+def _hold_locked(store: Store, plan: RotatePlan, now: float) -> None:
+    """Move keys under an unexpired Object Lock retention out of the deletions.
+
+    Asked by HEAD before deleting: without versioned deletes, S3 answers a DELETE of a
+    locked object with success and a delete marker, which keeps the bytes but hides
+    them from ``ledger verify`` and would have the view call them deleted.
+    """
+    for step in plan.steps:
+        free = []
+        for key in step.keys:
+            info = store.head(key)
+            if info is not None and info.lock_mode and info.retain_until is not None and info.retain_until > now:
+                until = stored_ts(datetime.fromtimestamp(info.retain_until, UTC))
+                step.kept.append({"key": key, "code": "ObjectLocked", "message": f"{info.lock_mode} until {until}"})
+            else:
+                free.append(key)
+        step.keys = free
+
+
+def rotate_remote(
+    projector: Projector,
+    store: Store,
+    recorder,
+    before: str | datetime,
+    dry_run: bool = False,
+    now: float | None = None,
+) -> RotateReport:
+    """Delete archived objects sealed before ``before`` (ledger/when.py grammar or an
+    aware datetime), by exact key: the steps of ``plan_rotation``, one remote.deleted
+    event each. A dry run returns the plan's keys as ``deleted`` and touches nothing."""
+    cutoff = before if isinstance(before, datetime) else parse_when(before, now, option="before")
+    plan = plan_rotation(projector, store, cutoff, now)
+    report = RotateReport(before=plan.before, batches=plan.batches, captures=plan.captures, dry_run=dry_run)
+    if dry_run:
+        report.deleted, report.kept = plan.keys, plan.kept
+        return report
+    for step in plan.steps:
+        result = store.delete_many(step.keys)
+        report.requests += getattr(result, "requests", 0)
+        report.deleted.extend(result.deleted)
+        kept = step.kept + result.errors
+        report.kept.extend(kept)
+        recorder.record(
+            ev.RemoteDeleted(
+                store=store.url,
+                before=plan.before,
+                batch_ids=step.batch_ids,
+                capture_ids=step.capture_ids,
+                deleted=result.deleted,
+                kept=kept,
+            )
+        )
     return report
 
 
