@@ -815,8 +815,9 @@ def rotate_remote_cmd(
 ) -> None:
     """Expire the cold tier by exact keys from the batch view (never by listing a prefix).
 
-    Exits 2 when any key was kept (Object Lock, a store error): the evidence is
-    intact, but the command could not do what it was asked.
+    Each session is confirmed by its manifest in the store (MAC, seal time) before its
+    objects go. Exits 2 when any key was kept (Object Lock, a store error, a manifest
+    that does not confirm the view): the command could not do what it was asked.
     """
     from .cold.archive import Recorder
     from .cold.remote import cutoff_refusal, rotate_remote
@@ -827,17 +828,17 @@ def rotate_remote_cmd(
     refusal = cutoff_refusal(cutoff, cfg.cold.hot_retention_days * 86400)
     if refusal and not force:
         raise fail(f"--before {before}: {refusal}; give --force to rotate anyway")
+    keys = _need_key(cfg, key_file)  # a dry run too: the plan checks each manifest's MAC
     cold = _open_store(cfg)
     if dry_run:
         with _projector(cfg) as views:
             views.catch_up()
-            report = rotate_remote(views, cold, None, cutoff, dry_run=True)
+            report = rotate_remote(views, cold, None, cutoff, dry_run=True, keys=keys)
     else:
-        keys = _need_key(cfg, key_file)
         with _writer(cfg, keys) as led, _projector(cfg) as views:
             led.flush()
             views.catch_up()
-            report = rotate_remote(views, cold, Recorder(led), cutoff)
+            report = rotate_remote(views, cold, Recorder(led), cutoff, keys=keys)
     for key in report.deleted:
         print(f"{'would delete' if dry_run else 'deleted'} {key}")
     for kept in report.kept:

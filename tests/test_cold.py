@@ -604,7 +604,7 @@ def test_object_lock_keeps_objects_and_rotate_reports_them(s3, tmp_path):
             assert info.lock_mode == "GOVERNANCE" and info.retain_until > time.time() + 3600
             archiver.projector.catch_up()
             notes = sorted(i.key for i in store.list(f"{NS}/checkpoints/"))
-            result = rotate_remote(archiver.projector, store, Recorder(host), before="9999-12-31")
+            result = rotate_remote(archiver.projector, store, Recorder(host), before="9999-12-31", keys=[KEY])
             archiver.projector.catch_up()
             views = {b.session: b for b in archiver.projector.batches()}
         finally:
@@ -647,11 +647,11 @@ def test_rotate_without_lock_deletes_everything_in_chunks(backend, tmp_path):
                 assert host.record("capture.offloaded", off)
             assert host.flush(timeout=10)
             archiver.projector.catch_up()
-            first = rotate_remote(archiver.projector, store, Recorder(host), before="9999-12-31")
+            first = rotate_remote(archiver.projector, store, Recorder(host), before="9999-12-31", keys=[KEY])
             archiver.projector.catch_up()
             views = archiver.projector.batches()
             caps = archiver.projector.captures()
-            second = rotate_remote(archiver.projector, store, Recorder(host), before="9999-12-31")
+            second = rotate_remote(archiver.projector, store, Recorder(host), before="9999-12-31", keys=[KEY])
         finally:
             archiver.close()
     notes = [k for k in first.deleted if "/checkpoints/" in k]
@@ -910,7 +910,7 @@ def test_rerun_after_a_crash_past_the_tsr_upload_records_the_tsr(tsa, tmp_path):
         p.catch_up()
         recorded = {b.session: [o.key for o in b.objects] for b in p.batches()}
         with Ledger.open(root, namespace=NS, hmac_key=KEY) as host:
-            rotate_remote(p, store, Recorder(host), before="9999-12-31")
+            rotate_remote(p, store, Recorder(host), before="9999-12-31", keys=[KEY])
     leftover = Backend("file", tmp_path).keys(store)
     assert all(session_keys(NS, s).tsr in recorded[s] for s in sessions), recorded
     assert leftover == []

@@ -173,6 +173,36 @@ def test_spans_and_dates_select_exactly_the_sessions_sealed_before(site):
     assert site.rotate("--before", date, "--dry-run").stdout == ""  # nothing left to do
 
 
+def test_a_forged_batch_view_cannot_make_a_fresh_session_due(site):
+    """The view names candidates; the manifest as stored decides. On main a batch event
+    claiming an old seal time had rotate delete a 10-day-old session at --before 30d."""
+    from ledger import events as ev
+    from ledger.projections import Projector
+
+    with Projector(site.root, NS) as views:
+        views.catch_up()
+        real = {b.session: b for b in views.batches()}[site.sessions[10]]
+    fields = {f: getattr(real, f) for f in ev.ArchiveBatch.__struct_fields__}
+    forged = ev.ArchiveBatch(**{**fields, "batch_id": "forged-1", "sealed_at": "2001-01-01T00:00:00.000000Z"})
+    # and one naming an old session but pointing at the fresh session's objects
+    aimed = ev.ArchiveBatch(
+        **{**fields, "batch_id": "forged-2", "session": site.sessions[20], "sealed_at": "2001-01-01T00:00:00.000000Z"}
+    )
+    with Ledger.open(site.root, namespace=NS, hmac_key=site.key) as led:
+        assert led.record("archive.batch", forged) and led.record("archive.batch", aimed)
+    fresh, oldest = site.keys_of(10), site.keys_of(40)
+    before = site.objects()
+
+    dry = site.rotate("--before", "30d", "--dry-run")
+    r = site.rotate("--before", "30d")
+    assert r.returncode == 2 and dry.returncode == 2, r.stderr
+    assert listed(r.stdout, "deleted") == listed(dry.stdout, "would delete") == oldest
+    assert before - site.objects() == oldest
+    assert fresh <= site.objects()  # the fresh session is whole
+    assert "its manifest says sealed at" in r.stderr and "Unverified" in r.stderr
+    assert all(line.startswith("ledger: kept ") for line in r.stderr.splitlines()[:-1])
+
+
 @pytest.mark.parametrize("kind", ["file"])
 def test_a_cut_off_in_the_future_or_inside_the_hot_retention_needs_force(kind, tmp_path, monkeypatch):
     site = Site(tmp_path, kind, None, monkeypatch)

@@ -6,10 +6,11 @@
   ``.tsr`` token, and the ``prev`` links across sessions.
 * ``restore_session``: download, verify, and write a session back to the hot tier.
 * ``plan_rotation`` / ``rotate_remote``: the objects sealed before a cut-off, by
-  the exact keys the batch view recorded (never by listing a prefix) plus the
-  session's shipped checkpoint notes, minus what Object Lock keeps; a dry run
-  shows the plan, a real run deletes it in DeleteObjects chunks of at most 1,000,
-  one ``remote.deleted`` event per batch.
+  exact keys (never by listing a prefix): candidates from the batch view, each
+  confirmed by its manifest's MAC and seal time as stored now, plus the session's
+  shipped checkpoint notes, minus what Object Lock keeps; a dry run shows the
+  plan, a real run deletes it in DeleteObjects chunks of at most 1,000, one
+  ``remote.deleted`` event per batch.
 * ``tier_report``: where the hot tier ends and the cold tier begins, and whether
   they join without a gap.
 """
@@ -21,19 +22,19 @@ import os
 import re
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .. import events as ev
 from ..errors import EvidenceError, InputError
-from ..projections import Projector
+from ..projections import BatchView, Projector
 from ..reader import session_paths
 from ..verify import FileReport, FirstError, Policy, VerifyReport, check_prev_links, verify_file, verify_stream
 from ..when import parse_stored, parse_when, stored_ts
 from .archive import HashingReader
-from .manifest import ManifestError, checkpoint_key, parse_manifest, session_keys, sha256_sidecar
+from .manifest import ManifestError, capture_keys, checkpoint_key, parse_manifest, session_keys, sha256_sidecar
 from .stores import ObjectNotFound, Store
 from .tsa import TimestampInvalid, verify_token
 
@@ -256,26 +257,30 @@ def cutoff_refusal(before: datetime, hot_retention_s: float, now: float | None =
     return None
 
 
-def plan_rotation(projector: Projector, store: Store, before: datetime, now: float | None = None) -> RotatePlan:
+def plan_rotation(
+    projector: Projector,
+    store: Store,
+    before: datetime,
+    keys: Sequence[bytes],
+    now: float | None = None,
+) -> RotatePlan:
     """The exact keys of everything archived to ``store`` that was sealed (sessions) or
-    started (captures) strictly before ``before``, and the ones Object Lock keeps.
+    started (captures) strictly before ``before``; what cannot be confirmed, or Object
+    Lock keeps, is moved to ``kept`` with the reason.
 
-    Keys come from the batch view (never from listing the store), plus each rotated
-    session's shipped checkpoint notes, found by listing that one session's folder
-    (their sizes are not in the view). A batch or capture whose time the view cannot
-    parse is never due: nothing is deleted on a guess.
+    The batch view names the candidates (never a listing of the store); each one is then
+    decided from its manifest as stored now (``_session_step``). A session's shipped
+    checkpoint notes are found by listing that one session's folder (their sizes are
+    not in the view). A time that does not parse is never due: nothing is deleted on
+    a guess.
     """
     plan = RotatePlan(before=stored_ts(before))
+    namespace = projector.dir.name
     for batch in projector.batches():
-        if batch.state == "remote-deleted" or batch.store != store.url:
+        if batch.state == "remote-deleted" or batch.store != store.url or not _before(batch.sealed_at, before):
             continue
-        if not _before(batch.sealed_at, before):
-            continue
-        # Every key the batch recorded; a partly-deleted batch retries all of them, since
-        # DeleteObjects reports keys already gone as deleted.
-        keys = [o.key for o in batch.objects] + _checkpoint_notes(store, batch.manifest_key, batch.session)
         plan.batches.append(batch.batch_id)
-        plan.steps.append(RotateStep(keys=keys, batch_ids=[batch.batch_id]))
+        plan.steps.append(_session_step(store, namespace, batch, before, keys))
     old_caps = [
         c
         for c in projector.captures()
@@ -284,11 +289,66 @@ def plan_rotation(projector: Projector, store: Store, before: datetime, now: flo
     for start in range(0, len(old_caps), 1000):
         chunk = old_caps[start : start + 1000]
         plan.captures.extend(c.capture_id for c in chunk)
-        keys = [k for c in chunk for k in (c.remote_key, c.remote_key + ".sha256")]
-        plan.steps.append(RotateStep(keys=keys, capture_ids=[c.capture_id for c in chunk]))
-    if plan.steps and store.object_lock_enabled():
+        step = RotateStep(keys=[], capture_ids=[c.capture_id for c in chunk])
+        for c in chunk:
+            # The keys SPEC 8 derives from the capture id (which starts with its start
+            # time), and only if the view recorded the same: a wrong view points nowhere.
+            derived = list(capture_keys(namespace, c.capture_id))
+            if c.remote_key == derived[0]:
+                step.keys += derived
+            else:
+                step.kept += _unverified(
+                    [c.remote_key], f"the view's key is not the one capture {c.capture_id} derives"
+                )
+        plan.steps.append(step)
+    if plan.keys and store.object_lock_enabled():
         _hold_locked(store, plan, time.time() if now is None else now)
     return plan
+
+
+def _session_step(
+    store: Store, namespace: str, batch: BatchView, before: datetime, keys: Sequence[bytes]
+) -> RotateStep:
+    """One archived session's keys, decided from the bytes of its manifest, not the view alone.
+
+    The manifest's MAC must verify with ``keys``, name this namespace and session, and
+    its ``created`` (the seal time) must be before the cut-off. The keys are the ones
+    SPEC 8 derives from the session that the view also recorded. So a wrong or forged
+    view can neither make a fresh session due nor aim a delete at another session's
+    objects; what cannot be confirmed is kept, named, and the run exits non-zero.
+    """
+    derived = session_keys(namespace, batch.session)
+    recorded = {o.key for o in batch.objects} | {batch.manifest_key}
+    wanted = [k for k in derived.all() if k in recorded]
+    step = RotateStep(keys=wanted + _checkpoint_notes(store, namespace, batch.session), batch_ids=[batch.batch_id])
+    try:
+        with store.open(derived.manifest) as f:
+            data = f.read(1 << 20)
+    except ObjectNotFound:
+        if batch.state == "partly-deleted" and derived.manifest not in batch.kept:
+            # An earlier run verified this manifest, deleted it and recorded so; what
+            # it could not delete then (named in the log) is finished now.
+            return step
+        return _hold(step, f"{derived.manifest} is missing: what the batch holds cannot be confirmed")
+    try:
+        m = parse_manifest(data, keys, name=derived.manifest)
+    except ManifestError as exc:
+        return _hold(step, str(exc))
+    if (m.namespace, m.session) != (namespace, batch.session):
+        return _hold(step, f"{derived.manifest} describes {m.namespace}/{m.session}")
+    if not _before(m.created, before):
+        return _hold(step, f"its manifest says sealed at {m.created}, the batch view {batch.sealed_at}")
+    return step
+
+
+def _unverified(keys: list[str], message: str) -> list[dict[str, str]]:
+    return [{"key": k, "code": "Unverified", "message": message} for k in keys]
+
+
+def _hold(step: RotateStep, message: str) -> RotateStep:
+    step.kept += _unverified(step.keys, message)
+    step.keys = []
+    return step
 
 
 def _before(ts: str, cutoff: datetime) -> bool:
@@ -296,9 +356,8 @@ def _before(ts: str, cutoff: datetime) -> bool:
     return when is not None and when < cutoff
 
 
-def _checkpoint_notes(store: Store, manifest_key: str, session: str) -> list[str]:
+def _checkpoint_notes(store: Store, namespace: str, session: str) -> list[str]:
     """``<ns>/checkpoints/<session>/<size>.checkpoint`` of one session, as stored."""
-    namespace = manifest_key.split("/", 1)[0]
     folder = checkpoint_key(namespace, session, 0).rpartition("/")[0] + "/"
     return [i.key for i in store.list(folder) if _NOTE_NAME.match(i.key[len(folder) :])]
 
@@ -332,18 +391,21 @@ def rotate_remote(
     before: str | datetime,
     dry_run: bool = False,
     now: float | None = None,
+    *,
+    keys: Sequence[bytes],
 ) -> RotateReport:
     """Delete archived objects sealed before ``before`` (ledger/when.py grammar or an
     aware datetime), by exact key: the steps of ``plan_rotation``, one remote.deleted
-    event each. A dry run returns the plan's keys as ``deleted`` and touches nothing."""
+    event each. ``keys`` verify the manifests. A dry run returns the plan's keys as
+    ``deleted`` and touches nothing."""
     cutoff = before if isinstance(before, datetime) else parse_when(before, now, option="before")
-    plan = plan_rotation(projector, store, cutoff, now)
+    plan = plan_rotation(projector, store, cutoff, keys, now)
     report = RotateReport(before=plan.before, batches=plan.batches, captures=plan.captures, dry_run=dry_run)
     if dry_run:
         report.deleted, report.kept = plan.keys, plan.kept
         return report
     for step in plan.steps:
-        result = store.delete_many(step.keys)
+        result = store.delete_many(step.keys)  # an empty step sends nothing, and is still recorded
         report.requests += getattr(result, "requests", 0)
         report.deleted.extend(result.deleted)
         kept = step.kept + result.errors
