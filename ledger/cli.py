@@ -817,7 +817,7 @@ def rotate_remote_cmd(
 
     Each session is confirmed by its manifest in the store (MAC, seal time) before its
     objects go. Exits 2 when any key was kept (Object Lock, a store error, a manifest
-    that does not confirm the view): the command could not do what it was asked.
+    missing or not confirming the view), 1 when a manifest fails its MAC.
     """
     from .cold.archive import Recorder
     from .cold.remote import cutoff_refusal, rotate_remote
@@ -827,7 +827,7 @@ def rotate_remote_cmd(
     cfg = _config(config, root, namespace, store)
     refusal = cutoff_refusal(cutoff, cfg.cold.hot_retention_days * 86400)
     if refusal and not force:
-        raise fail(f"--before {before}: {refusal}; give --force to rotate anyway")
+        raise fail(f"--before {before.strip()!r}: {refusal}; give --force to rotate anyway")
     keys = _need_key(cfg, key_file)  # a dry run too: the plan checks each manifest's MAC
     cold = _open_store(cfg)
     if dry_run:
@@ -854,7 +854,12 @@ def rotate_remote_cmd(
         file=sys.stderr,
     )
     if report.kept:
-        raise typer.Exit(EXIT_ERROR)
+        # A manifest that fails its MAC is bad evidence (1); a lock, a store error or a
+        # view the store does not confirm left the job undone, the evidence intact (2).
+        raise fail(
+            f"{len(report.kept)} key(s) kept, not deleted",
+            EXIT_EVIDENCE if report.evidence_problem else EXIT_ERROR,
+        )
 
 
 @app.command()

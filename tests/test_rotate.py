@@ -78,6 +78,7 @@ class Site:
 
     def __init__(self, tmp_path: Path, kind: str, moto, monkeypatch, bucket: str = BUCKET, **options) -> None:
         self.kind = kind
+        self.moto = moto
         self.key_file = tmp_path / "hmac.key"
         write_key_file(self.key_file)
         self.key = load_key_file(self.key_file)
@@ -115,6 +116,17 @@ class Site:
             out |= {k.gz, k.sha256, k.manifest}
             out |= {i.key for i in self.store.list(f"{NS}/checkpoints/{s}/")}
         return out
+
+    def read(self, key: str) -> bytes:
+        with self.store.open(key) as f:
+            return f.read()
+
+    def overwrite(self, key: str, data: bytes) -> None:
+        """Replace an object behind the store's back (a plain PUT, no If-None-Match)."""
+        if self.kind == "s3":
+            self.moto.client().put_object(Bucket=self.store.bucket, Key=f"{self.store.prefix}/{key}", Body=data)
+        else:
+            (self.store.root / key).write_bytes(data)
 
     def remote_deleted_events(self) -> int:
         return sum(
@@ -200,7 +212,22 @@ def test_a_forged_batch_view_cannot_make_a_fresh_session_due(site):
     assert before - site.objects() == oldest
     assert fresh <= site.objects()  # the fresh session is whole
     assert "its manifest says sealed at" in r.stderr and "Unverified" in r.stderr
-    assert all(line.startswith("ledger: kept ") for line in r.stderr.splitlines()[:-1])
+    *kept, summary, last = r.stderr.splitlines()
+    assert all(line.startswith("ledger: kept ") for line in kept) and summary.startswith("before ")
+    assert last == f"ledger: error: {len(kept)} key(s) kept, not deleted"
+
+
+def test_a_manifest_that_fails_its_mac_keeps_its_session_and_exits_1(site):
+    """The stored evidence itself is bad: nothing of it is deleted on the view's word."""
+    oldest, middle = site.keys_of(40), site.keys_of(20)
+    manifest = session_keys(NS, site.sessions[40]).manifest
+    edited = site.read(manifest).replace(b'"events":', b'"events":1')
+    site.overwrite(manifest, edited)
+    r = site.rotate("--before", "15d")
+    assert r.returncode == 1, r.stderr
+    assert listed(r.stdout, "deleted") == middle
+    assert oldest <= site.objects()
+    assert r.stderr.count(": BadManifest ") == len(oldest)
 
 
 @pytest.mark.parametrize("kind", ["file"])

@@ -196,6 +196,14 @@ def _gz_lines(store: Store, key: str) -> Iterator[bytes]:
 # ---- remote retention ----------------------------------------------------------------------
 
 
+# Codes of keys a rotation keeps besides the store's own (AccessDenied, ...): a manifest
+# that fails its MAC or does not parse is an evidence problem; one that disagrees with
+# the view, or is missing, means rotate cannot confirm what it would delete.
+BAD_MANIFEST = "BadManifest"
+UNVERIFIED = "Unverified"
+LOCKED = "ObjectLocked"
+
+
 @dataclass
 class RotateStep:
     """One DeleteObjects round (the store chunks by 1,000) and the remote.deleted event
@@ -234,6 +242,11 @@ class RotateReport:
     kept: list[dict[str, str]] = field(default_factory=list)
     requests: int = 0
     dry_run: bool = False
+
+    @property
+    def evidence_problem(self) -> bool:
+        """A kept key's manifest failed verification (not merely a refused delete)."""
+        return any(k.get("code") == BAD_MANIFEST for k in self.kept)
 
 
 def cutoff_refusal(before: datetime, hot_retention_s: float, now: float | None = None) -> str | None:
@@ -332,8 +345,8 @@ def _session_step(
         return _hold(step, f"{derived.manifest} is missing: what the batch holds cannot be confirmed")
     try:
         m = parse_manifest(data, keys, name=derived.manifest)
-    except ManifestError as exc:
-        return _hold(step, str(exc))
+    except ManifestError as exc:  # the stored evidence itself fails: tamper or corruption
+        return _hold(step, str(exc), code=BAD_MANIFEST)
     if (m.namespace, m.session) != (namespace, batch.session):
         return _hold(step, f"{derived.manifest} describes {m.namespace}/{m.session}")
     if not _before(m.created, before):
@@ -341,12 +354,12 @@ def _session_step(
     return step
 
 
-def _unverified(keys: list[str], message: str) -> list[dict[str, str]]:
-    return [{"key": k, "code": "Unverified", "message": message} for k in keys]
+def _unverified(keys: list[str], message: str, code: str = UNVERIFIED) -> list[dict[str, str]]:
+    return [{"key": k, "code": code, "message": message} for k in keys]
 
 
-def _hold(step: RotateStep, message: str) -> RotateStep:
-    step.kept += _unverified(step.keys, message)
+def _hold(step: RotateStep, message: str, code: str = UNVERIFIED) -> RotateStep:
+    step.kept += _unverified(step.keys, message, code)
     step.keys = []
     return step
 
@@ -378,7 +391,7 @@ def _hold_locked(store: Store, plan: RotatePlan, now: float) -> None:
             info = store.head(key)
             if info is not None and info.lock_mode and info.retain_until is not None and info.retain_until > now:
                 until = stored_ts(datetime.fromtimestamp(info.retain_until, UTC))
-                step.kept.append({"key": key, "code": "ObjectLocked", "message": f"{info.lock_mode} until {until}"})
+                step.kept.append({"key": key, "code": LOCKED, "message": f"{info.lock_mode} until {until}"})
             else:
                 free.append(key)
         step.keys = free
