@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .. import events as ev
-from ..errors import EvidenceError, InputError
+from ..errors import EvidenceError, InputError, UsageError
 from ..projections import BatchView, Projector
 from ..reader import session_paths
 from ..verify import FileReport, FirstError, Policy, VerifyReport, check_prev_links, verify_file, verify_stream
@@ -210,7 +210,7 @@ class RotateStep:
     that records it: one archived session, or up to 1,000 captures."""
 
     keys: list[str]  # to delete
-    kept: list[dict[str, str]] = field(default_factory=list)  # held by Object Lock: not sent
+    kept: list[dict[str, str]] = field(default_factory=list)  # locked or unconfirmed: never sent
     batch_ids: list[str] = field(default_factory=list)
     capture_ids: list[str] = field(default_factory=list)
 
@@ -287,6 +287,8 @@ def plan_rotation(
     not in the view). A time that does not parse is never due: nothing is deleted on
     a guess.
     """
+    if not keys:
+        raise UsageError("rotating the cold tier needs the HMAC key(s): each manifest is verified first")
     plan = RotatePlan(before=stored_ts(before))
     namespace = projector.dir.name
     for batch in projector.batches():
