@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import keys as keymod
+from .config import DEFAULT_HOT_RETENTION_DAYS
 from .errors import EvidenceError, LedgerError
 from .verify import FileReport, Policy, VerifyReport, verify_path
 
@@ -786,7 +787,14 @@ def archive(
     store: StoreOpt = None,
     key_file: KeyFiles = None,
     hot_retention_days: Annotated[
-        float | None, typer.Option("--hot-retention-days", min=0, help="Keep archived sessions locally this long.")
+        float | None,
+        typer.Option(
+            "--hot-retention-days",
+            min=0,
+            show_default=False,
+            help=f"Keep archived sessions locally this many days (default {DEFAULT_HOT_RETENTION_DAYS:g}, "
+            "or [cold] hot_retention_days / LEDGER_HOT_RETENTION_DAYS; 0 deletes them once archived).",
+        ),
     ] = None,
 ) -> None:
     """One archive pass: ship sealed sessions and captures, confirm, record, delete what is due."""
@@ -810,7 +818,8 @@ def archive(
     _out_console().print(_batches_table(rows))
     print(
         f"archived {len(report.batches)} session(s), {len(report.captures)} capture(s); "
-        f"deleted {len(report.local_deleted)} local session(s); {len(report.errors)} error(s)",
+        f"deleted {len(report.local_deleted)} local session(s) (hot retention {days:g} days); "
+        f"{len(report.errors)} error(s)",
         file=sys.stderr,
     )
     for err in report.errors:
@@ -823,42 +832,73 @@ def archive(
 @guarded
 def rotate_remote_cmd(
     before: Annotated[
-        str, typer.Option("--before", help="Delete objects sealed before this date (YYYY-MM-DD or RFC 3339).")
+        str,
+        typer.Option(
+            "--before",
+            help="Delete objects sealed before TIME: 90d, 12h, 30m, 45s before now; a date "
+            "(2026-11-23 = midnight UTC); or RFC 3339 with Z or an offset. Anything else exits 2.",
+        ),
     ],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the keys; delete nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List exactly the keys a real run would delete; delete nothing.")
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Allow a cut-off in the future or newer than now minus the hot retention."),
+    ] = False,
     root: RootOpt = None,
     namespace: NamespaceOpt = None,
     config: ConfigOpt = None,
     store: StoreOpt = None,
     key_file: KeyFiles = None,
 ) -> None:
-    """Expire the cold tier by exact keys from the batch view (never by listing a prefix)."""
-    from .cold.archive import Recorder
-    from .cold.remote import rotate_remote
+    """Expire the cold tier by exact keys from the batch view (never by listing a prefix).
 
+    Each session is confirmed by its manifest in the store (MAC, seal time) before its
+    objects go. Exits 2 when any key was kept (Object Lock, a store error, a manifest
+    missing or not confirming the view), 1 when a manifest fails its MAC.
+    """
+    from .cold.archive import Recorder
+    from .cold.remote import cutoff_refusal, rotate_remote
+    from .when import parse_when
+
+    cutoff = parse_when(before, option="--before")  # a bad TIME stops here, before any store is opened
     cfg = _config(config, root, namespace, store)
+    refusal = cutoff_refusal(cutoff, cfg.cold.hot_retention_days * 86400)
+    if refusal and not force:
+        raise fail(f"--before {before.strip()!r}: {refusal}; give --force to rotate anyway")
+    keys = _need_key(cfg, key_file)  # a dry run too: the plan checks each manifest's MAC
     cold = _open_store(cfg)
     if dry_run:
         with _projector(cfg) as views:
             views.catch_up()
-            report = rotate_remote(views, cold, None, before, dry_run=True)
+            report = rotate_remote(views, cold, None, cutoff, dry_run=True, keys=keys)
     else:
-        keys = _need_key(cfg, key_file)
         with _writer(cfg, keys) as led, _projector(cfg) as views:
             led.flush()
             views.catch_up()
-            report = rotate_remote(views, cold, Recorder(led), before)
+            report = rotate_remote(views, cold, Recorder(led), cutoff, keys=keys)
     for key in report.deleted:
         print(f"{'would delete' if dry_run else 'deleted'} {key}")
     for kept in report.kept:
-        print(f"ledger: kept {kept.get('key')}: {kept.get('code')} {kept.get('message', '')}", file=sys.stderr)
+        print(
+            f"ledger: {'would keep' if dry_run else 'kept'} {kept.get('key')}: "
+            f"{kept.get('code')} {kept.get('message', '')}",
+            file=sys.stderr,
+        )
     print(
-        f"{len(report.batches)} batch(es), {len(report.captures)} capture(s): {len(report.deleted)} key(s) "
-        f"{'to delete' if dry_run else 'deleted'}, {len(report.kept)} kept, {report.requests} request(s)",
+        f"before {report.before}: {len(report.batches)} batch(es), {len(report.captures)} capture(s): "
+        f"{len(report.deleted)} key(s) {'to delete' if dry_run else 'deleted'}, {len(report.kept)} kept, "
+        f"{report.requests} request(s)",
         file=sys.stderr,
     )
     if report.kept:
-        raise typer.Exit(EXIT_EVIDENCE)
+        # A manifest that fails its MAC is bad evidence (1); a lock, a store error or a
+        # view the store does not confirm left the job undone, the evidence intact (2).
+        raise fail(
+            f"{len(report.kept)} key(s) kept, not deleted",
+            EXIT_EVIDENCE if report.evidence_problem else EXIT_ERROR,
+        )
 
 
 @app.command()
@@ -982,7 +1022,7 @@ def tail(
         list[str] | None, typer.Option("--kind", help="Only kinds matching this glob (capture.*); repeatable.")
     ] = None,
     since: Annotated[
-        str | None, typer.Option("--since", help="Only events at or after TIME: 10m, 2h, 1d or RFC 3339.")
+        str | None, typer.Option("--since", help="Only events at or after TIME: 10m, 2h, 1d, a date or RFC 3339.")
     ] = None,
     namespace: Annotated[
         str | None, typer.Option("--namespace", help="With a root directory: follow only this namespace.")

@@ -12,7 +12,7 @@ key is a path to a key file, and S3 credentials come from boto3's usual chain.
 
     [cold]
     store = "s3://evidence-bucket/fleet"  # or file:///srv/cold; absent = offload disabled
-    hot_retention_days = 7
+    hot_retention_days = 7               # the default; 0 deletes a session locally once archived
     interval_s = 60
     tsa_url = "http://tsa.example/tsr"    # optional RFC 3161 timestamps
 
@@ -33,11 +33,14 @@ import msgspec
 from .errors import UsageError
 
 ENV_PREFIX = "LEDGER_"
+DEFAULT_HOT_RETENTION_DAYS = 7.0
 
 
 class ColdConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     store: str | None = None
-    hot_retention_days: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    # Archived sessions stay local this long. Not 0: a first archive would delete
+    # every archived local session at once, leaving the store the only copy.
+    hot_retention_days: Annotated[float, msgspec.Meta(ge=0)] = DEFAULT_HOT_RETENTION_DAYS
     interval_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     tsa_url: str | None = None
     tsa_ca_file: str | None = None

@@ -55,7 +55,6 @@ import select
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import NamedTuple
@@ -65,6 +64,7 @@ import msgspec
 from . import format as fmt
 from .errors import EvidenceError, InputError, UsageError
 from .verify import IncrementalCheck, Policy, parse_header, prev_link, verify_file
+from .when import parse_when, stored_ts
 
 try:  # Linux only; polling is the fallback
     import inotify_simple
@@ -179,25 +179,10 @@ class Parsed(NamedTuple):
     data: bytes
 
 
-_SINCE_REL = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d|w)$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_since(text: str, now: float | None = None) -> str:
-    """``10m``, ``2h``, ``30s``, ``1d``, ``1w`` ago, or an RFC 3339 time with an offset,
-    as a ts in the stored form (which sorts as text). Raises UsageError."""
-    t = text.strip()
-    m = _SINCE_REL.match(t)
-    if m:
-        ago = float(m[1]) * _UNITS[m[2]]
-        return fmt.format_ts((time.time() if now is None else now) - ago)
-    try:
-        when = datetime.fromisoformat(t)
-    except ValueError:
-        raise UsageError(f"--since {text!r}: use 10m, 2h, 1d or RFC 3339 (2026-11-23T20:00:00Z)") from None
-    if when.tzinfo is None:
-        raise UsageError(f"--since {text!r}: add Z or an offset (+01:00); times are compared in UTC")
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """``--since``: the shared time grammar (ledger/when.py), as a ts in the stored form,
+    which sorts as text like the instants it names. Raises UsageError."""
+    return stored_ts(parse_when(text, now, option="--since"))
 
 
 def parse_line(raw: bytes) -> Parsed | None:

@@ -90,10 +90,11 @@ def site(tmp_path):
 
 def test_archive_twice_then_views_and_both_tiers(site):
     root, store, key_file, common = site
-    first = ledger("archive", *common, "--store", store)
+    first = ledger("archive", *common, "--store", store, "--hot-retention-days", "0")
     assert first.returncode == 0, first.stderr
-    assert "archived 3 session(s), 1 capture(s); deleted 3 local session(s); 0 error(s)" in first.stderr
-    again = ledger("archive", *common, "--store", store)
+    summary = "archived 3 session(s), 1 capture(s); deleted 3 local session(s) (hot retention 0 days); 0 error(s)"
+    assert summary in first.stderr
+    again = ledger("archive", *common, "--store", store, "--hot-retention-days", "0")
     assert again.returncode == 0, again.stderr
     assert "archived 1 session(s)" in again.stderr  # only the first run's own session: nothing twice
 
@@ -132,11 +133,11 @@ def test_restore_rotate_and_gc(site, tmp_path):
         ledger("restore", "20991231T000000.000000Z-nope", "--to", str(dest), *common, "--store", store).returncode == 2
     )
 
-    dry = ledger("rotate-remote", "--before", "2999-01-01", "--dry-run", *common, "--store", store)
+    dry = ledger("rotate-remote", "--before", "2999-01-01", "--force", "--dry-run", *common, "--store", store)
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.count("would delete") >= 3 * 3 + 2  # 3 objects a batch, pcap + sidecar
     assert (Path(store.removeprefix("file://")) / NS / "sessions").exists()
-    real = ledger("rotate-remote", "--before", "2999-01-01", *common, "--store", store)
+    real = ledger("rotate-remote", "--before", "2999-01-01", "--force", *common, "--store", store)
     assert real.returncode == 0, real.stderr
     assert not any((Path(store.removeprefix("file://")) / NS / "sessions").rglob("*.gz"))
     rows = json.loads(ledger("batches", "--root", str(root), "--namespace", NS, "--json").stdout)

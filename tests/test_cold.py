@@ -603,7 +603,8 @@ def test_object_lock_keeps_objects_and_rotate_reports_them(s3, tmp_path):
             info = store.head(session_keys(NS, sessions[0]).gz)
             assert info.lock_mode == "GOVERNANCE" and info.retain_until > time.time() + 3600
             archiver.projector.catch_up()
-            result = rotate_remote(archiver.projector, store, Recorder(host), before="9999-12-31")
+            notes = sorted(i.key for i in store.list(f"{NS}/checkpoints/"))
+            result = rotate_remote(archiver.projector, store, Recorder(host), before="9999-12-31", keys=[KEY])
             archiver.projector.catch_up()
             views = {b.session: b for b in archiver.projector.batches()}
         finally:
@@ -611,15 +612,17 @@ def test_object_lock_keeps_objects_and_rotate_reports_them(s3, tmp_path):
 
     assert result.batches == sessions
     assert result.deleted == []
-    assert sorted(k["key"] for k in result.kept) == expected_keys(sessions)
-    assert {k["code"] for k in result.kept} == {"AccessDenied"}
-    assert counter.batches and max(counter.batches) <= 1000
+    assert len(notes) == len(sessions)  # one shipped checkpoint note each, kept with its session
+    assert sorted(k["key"] for k in result.kept) == sorted(expected_keys(sessions) + notes)
+    # found locked by HEAD before deleting: no DeleteObjects sent (it would only add delete markers)
+    assert {k["code"] for k in result.kept} == {"ObjectLocked"}
+    assert counter.batches == []
     for s in sessions:
         assert views[s].state == "partly-deleted"
         assert views[s].kept == sorted(o.key for o in views[s].objects)
     remote = hot_events(root, "remote.deleted")
     assert [r.batch_ids for r in remote] == [[s] for s in sessions]  # one event per batch
-    assert all(r.deleted == [] and len(r.kept) == 3 for r in remote)
+    assert all(r.deleted == [] and len(r.kept) == 4 for r in remote)
     assert verify_store(store, NS, POLICY).ok  # nothing was removed
 
 
@@ -644,22 +647,24 @@ def test_rotate_without_lock_deletes_everything_in_chunks(backend, tmp_path):
                 assert host.record("capture.offloaded", off)
             assert host.flush(timeout=10)
             archiver.projector.catch_up()
-            first = rotate_remote(archiver.projector, store, Recorder(host), before="9999-12-31")
+            first = rotate_remote(archiver.projector, store, Recorder(host), before="9999-12-31", keys=[KEY])
             archiver.projector.catch_up()
             views = archiver.projector.batches()
             caps = archiver.projector.captures()
-            second = rotate_remote(archiver.projector, store, Recorder(host), before="9999-12-31")
+            second = rotate_remote(archiver.projector, store, Recorder(host), before="9999-12-31", keys=[KEY])
         finally:
             archiver.close()
+    notes = [k for k in first.deleted if "/checkpoints/" in k]
 
     assert first.batches == sessions and len(first.captures) == 600
-    assert sorted(first.deleted) == sorted(expected_keys(sessions) + capture_objects)
+    assert sorted(first.deleted) == sorted(expected_keys(sessions) + capture_objects + notes)
     assert first.kept == []
-    assert backend.keys(store) == []
+    assert backend.keys(store) == [] and len(notes) == len(sessions)
+    assert list(store.list(f"{NS}/checkpoints/")) == []  # the shipped checkpoint notes went with them
     if counter is not None:
         assert max(counter.batches) <= 1000
         assert sum(counter.batches) == len(first.deleted)
-        assert first.requests == len(counter.batches) == 4  # 3 + 3 + 1,000 + 200
+        assert first.requests == len(counter.batches) == 4  # 4 + 4 + 1,000 + 200
     assert {b.state for b in views} == {"remote-deleted"}
     assert {c.state for c in caps} == {"remote-deleted"}
     assert (second.batches, second.captures, second.deleted, second.requests) == ([], [], [], 0)
@@ -905,7 +910,7 @@ def test_rerun_after_a_crash_past_the_tsr_upload_records_the_tsr(tsa, tmp_path):
         p.catch_up()
         recorded = {b.session: [o.key for o in b.objects] for b in p.batches()}
         with Ledger.open(root, namespace=NS, hmac_key=KEY) as host:
-            rotate_remote(p, store, Recorder(host), before="9999-12-31")
+            rotate_remote(p, store, Recorder(host), before="9999-12-31", keys=[KEY])
     leftover = Backend("file", tmp_path).keys(store)
     assert all(session_keys(NS, s).tsr in recorded[s] for s in sessions), recorded
     assert leftover == []
@@ -930,7 +935,12 @@ def test_from_config_file_store_starts_a_worker(tmp_path):
     root = tmp_path / "hot"
     sessions = make_sessions(root, 2)
     cold = tmp_path / "cold"
-    env = {"LEDGER_ROOT": str(root), "LEDGER_STORE": cold.as_uri(), "LEDGER_ARCHIVE_INTERVAL_S": "0.2"}
+    env = {
+        "LEDGER_ROOT": str(root),
+        "LEDGER_STORE": cold.as_uri(),
+        "LEDGER_ARCHIVE_INTERVAL_S": "0.2",
+        "LEDGER_HOT_RETENTION_DAYS": "0",  # the default keeps them 7 days
+    }
     config = load_config(env=env)
     with Ledger.open(root, namespace=NS, hmac_key=KEY) as host:
         worker = from_config(config, host, [KEY])

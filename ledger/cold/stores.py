@@ -183,6 +183,8 @@ class Store(Protocol):
 
     def delete_many(self, keys: Sequence[str]) -> DeleteResult: ...
 
+    def object_lock_enabled(self) -> bool: ...
+
 
 # ---- entry point ----------------------------------------------------------------------
 
@@ -488,6 +490,10 @@ class FileStore:
                     continue
                 yield ObjectInfo(key=key, size=st.st_size, last_modified=st.st_mtime)
 
+    def object_lock_enabled(self) -> bool:
+        """A directory has no Object Lock."""
+        return False
+
     def delete_many(self, keys: Sequence[str]) -> DeleteResult:
         """Unlink each key; absent keys count as deleted. Empty directories stay."""
         wanted = _unique(check_key(k) for k in keys)
@@ -583,6 +589,7 @@ class S3Store:
         self.url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
         self._base = f"{prefix}/" if prefix else ""
         self._bucket_seen = False
+        self._lock_enabled: bool | None = None
         self.versioned_deletes = (
             options.versioned_deletes if options.versioned_deletes is not None else options.object_lock_mode is not None
         )
@@ -841,6 +848,29 @@ class S3Store:
                 yield ObjectInfo(
                     key=rel, size=int(obj["Size"]), last_modified=modified.timestamp() if modified else None
                 )
+
+    def object_lock_enabled(self) -> bool:
+        """Whether the bucket has Object Lock on (asked once per store).
+
+        There a DELETE without a version id "succeeds" by adding a delete marker while
+        the locked version stays: the caller must check locks itself to report them.
+        A refusal to say counts as on, so such a caller checks rather than assumes.
+        """
+        if self._lock_enabled is None:
+            try:
+                r = self.client.get_object_lock_configuration(Bucket=self.bucket)
+                enabled = r.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+            except ClientError as exc:
+                if _code(exc) == "ObjectLockConfigurationNotFoundError":
+                    enabled = False
+                elif _code(exc) in _DENIED or _status(exc) == 403:
+                    enabled = True
+                else:
+                    raise self._error(exc, "get object lock configuration") from exc
+            except BotoCoreError as exc:
+                raise self._error(exc, "get object lock configuration") from exc
+            self._lock_enabled = enabled
+        return self._lock_enabled
 
     def delete_many(self, keys: Sequence[str]) -> DeleteResult:
         """DeleteObjects, at most 1,000 entries per request; per-key errors reported.
