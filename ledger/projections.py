@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +32,7 @@ import msgspec
 
 from . import events as ev
 from .errors import InputError
+from .format import decode_opened
 from .reader import StoredEvent, decode_line, iter_lines, session_paths
 
 log = logging.getLogger("ledger.projections")
@@ -94,6 +95,13 @@ class ApplyResult:
     rebuilt: bool
     reason: str | None
     position: Position | None
+    # A rebuild's sources: sessions folded from the cold tier ("archived") and from the hot tier ("local").
+    folded: dict[str, int] = field(default_factory=dict)
+
+
+class HistoryNotVisible(InputError):
+    """A rebuild would drop history it cannot see (sessions archived and deleted locally,
+    with no cold tier to read them from): refused, the views are left as they were."""
 
 
 _enc = msgspec.json.Encoder()
@@ -206,6 +214,17 @@ def _remote_deleted(t: _Txn, d: ev.RemoteDeleted, session: str, seq: int) -> Non
             t.put_capture(v)
 
 
+def _opened_prev(path: Path) -> str | None:
+    """The session a session's first line names as its predecessor, or None."""
+    with open(path, "rb") as f:
+        first = f.readline().rstrip(b"\n")
+    try:
+        prev = decode_opened(bytes(decode_line(first).data)).prev
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return prev.session if prev is not None else None
+
+
 _FOLD: dict[str, Callable] = {
     "capture.started": _capture_started,
     "capture.sealed": _capture_sealed,
@@ -302,22 +321,59 @@ class Projector:
         applied = self._apply(sources, pos)
         return ApplyResult(applied, False, None, self.position())
 
-    def rebuild(self, reason: str | None = None) -> ApplyResult:
-        """Drop every view and replay the whole history."""
+    def rebuild(self, reason: str | None = None, *, allow_loss: bool = False) -> ApplyResult:
+        """Drop every view and replay the whole history.
+
+        Refuses (HistoryNotVisible, nothing dropped) when that history is not all
+        visible: a batch of the current view whose session was deleted locally after
+        archival and is in neither tier, or,
+        without a cold tier, a hot tier whose oldest session links to one that is not
+        here. A view rebuilt from the hot tier alone would forget archived batches, and
+        remote retention would then orphan their objects for good. ``allow_loss``
+        rebuilds anyway (the operator knows the cold tier is gone).
+        """
+        local = session_paths(self.dir)
+        local_names = {p.stem for p in local}
+        archived: list[tuple[str, Iterator[bytes]]] = []
+        if self.archived_sessions is not None:
+            archived = list(self.archived_sessions())  # names now; each session's lines stream later
+        if not allow_loss:
+            self._check_visible(local, {name for name, _ in archived} | local_names)
         with self.env.begin(write=True) as txn:
             for db in self.dbs.values():
                 txn.drop(db, delete=False)
-        local = session_paths(self.dir)
-        local_names = {p.stem for p in local}
         sources: list[tuple[str, Iterator[tuple[int, bytes]]]] = []
-        if self.archived_sessions is not None:
-            for name, lines in self.archived_sessions():
-                if name not in local_names and (not local or name < local[-1].stem):
-                    sources.append((name, enumerate(lines)))
+        for name, lines in archived:
+            if name not in local_names and (not local or name < local[-1].stem):
+                sources.append((name, enumerate(lines)))
+        folded = {"archived": len(sources), "local": len(local)}
         sources += [(p.stem, iter_lines(p)) for p in local]
         sources.sort(key=lambda s: s[0])
         applied = self._apply(sources, None)
-        return ApplyResult(applied, True, reason, self.position())
+        return ApplyResult(applied, True, reason, self.position(), folded)
+
+    def _check_visible(self, local: list[Path], visible: set[str]) -> None:
+        # Sessions the view says were archived and then deleted here: only a cold tier has them.
+        lost = sorted(
+            b.session
+            for b in self.batches()
+            if b.local_deleted and b.state != "remote-deleted" and b.session not in visible
+        )
+        where = "the cold tier given" if self.archived_sessions is not None else "the hot tier alone"
+        if lost:
+            raise HistoryNotVisible(
+                f"{self.dir}: rebuilding from {where} would drop {len(lost)} archived batch(es) "
+                f"({lost[0]}{' ...' if len(lost) > 1 else ''}); give the store they were archived to "
+                "(--store, or [cold] store in the config)"
+            )
+        if self.archived_sessions is None and local:
+            prev = _opened_prev(local[0])
+            if prev is not None and prev not in visible:
+                raise HistoryNotVisible(
+                    f"{self.dir}: the oldest local session {local[0].stem} follows {prev}, which is not here "
+                    "(archived?): rebuilding from the hot tier alone would drop its batches; give the store "
+                    "(--store, or [cold] store in the config)"
+                )
 
     def _check_position(self, pos: Position) -> str | None:
         path = self.dir / f"{pos.session}.ndjson"
