@@ -32,8 +32,10 @@ duplicated.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
+import hmac
 import logging
 import os
 import queue
@@ -172,7 +174,7 @@ class Archiver:
         self._sync()
         # Checkpoints first: a session's checkpoints leave the box before the session may
         # be deleted locally.
-        report.checkpoints = self.upload_checkpoints(report.errors)
+        report.checkpoints = self.upload_checkpoints(report.errors, report.evidence)
         current = self.recorder.current_session()
         for path in session_paths(self.ns_dir):
             if path.stem == current:
@@ -456,7 +458,7 @@ class Archiver:
 
     # ---- checkpoints off the box ---------------------------------------------------------
 
-    def upload_checkpoints(self, errors: list[str]) -> int:
+    def upload_checkpoints(self, errors: list[str], evidence: list[str] | None = None) -> int:
         """Ship every signed checkpoint not yet shipped, as a note to
         <ns>/checkpoints/<session>/<size>.checkpoint (a few uploads at a time).
 
@@ -486,8 +488,22 @@ class Archiver:
                 offset = state.get(path.stem, 0)
                 try:
                     found, new_offset = session_checkpoints(path, offset)
+                    for size, note in found:
+                        # A checkpoint forged without the key never leaves the box as ours.
+                        if not _note_mac_ok(note, self.keys):
+                            raise SessionInvalid(
+                                f"{path}: the checkpoint at size {size} has no valid HMAC by this host's key; "
+                                "its checkpoints are not shipped",
+                                path=str(path),
+                            )
                 except (OSError, msgspec.DecodeError, ValueError) as exc:
-                    errors.append(f"checkpoints of {path.name}: {exc}")
+                    errors.append(f"checkpoints of {path}: {exc}")
+                    continue
+                except SessionInvalid as exc:
+                    errors.append(str(exc))
+                    if evidence is not None:
+                        evidence.append(str(exc))
+                    present[path.stem] = offset
                     continue
                 futures = {
                     pool.submit(put, checkpoint_key(self.namespace, path.stem, size), note): size
@@ -591,6 +607,30 @@ class OffloadWorker:
 
 
 # ---- small helpers -------------------------------------------------------------------
+
+
+def _note_mac_ok(note: bytes, keys: list[bytes]) -> bool:
+    """The note (ledger.anchors.checkpoint_note) carries an HMAC-SHA256 by one of ``keys``
+    over its text, and every HMAC line by one of them verifies (constant-time compare)."""
+    split = note.rfind(b"\n\n")
+    if split < 0:
+        return False
+    text, sig_lines = note[: split + 1], note[split + 2 :].decode("utf-8", "replace").splitlines()
+    by_name = {f"hmac-{key_id(k)}": k for k in keys}
+    good = False
+    for line in sig_lines:
+        parts = line.split(" ")
+        if len(parts) != 3 or parts[1] not in by_name:
+            continue  # another kind of signature, or a key this host does not hold
+        try:
+            payload = base64.b64decode(parts[2], validate=True)
+        except ValueError:
+            return False
+        mac = hmac.new(by_name[parts[1]], text, hashlib.sha256).digest()
+        if not hmac.compare_digest(payload[4:], mac):
+            return False
+        good = True
+    return good
 
 
 def _same_batch(view: BatchView, shipped: ev.ArchiveBatch) -> bool:
