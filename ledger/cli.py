@@ -559,13 +559,12 @@ def _projector(cfg, store=None):
     from .projections import Projector
 
     archived = None
-    if store is None and cfg.cold.store:
-        store = _open_store(cfg)  # only contacted if a rebuild happens
-    if store is not None:
+    if store is not None or cfg.cold.store:
         from .cold.remote import archived_lines
 
         def archived():
-            return archived_lines(store, cfg.ns)
+            # Opened only when a rebuild happens: the views alone need no store.
+            return archived_lines(store or _open_store(cfg), cfg.ns)
 
     return Projector(cfg.root, cfg.ns, archived_sessions=archived)
 

@@ -72,6 +72,8 @@ OUTBOX = ".outbox"
 GZIP_LEVEL = 1
 CHECKPOINT_UPLOADS = 8  # concurrent checkpoint PUTs: each is tiny, latency-bound
 READ_BLOCK = 1 << 20
+# How often one archiver re-HEADs the objects of sessions it keeps within hot retention.
+PRESENCE_RECHECK_S = 3600.0
 
 
 class ArchiveError(LedgerError):
@@ -142,6 +144,7 @@ class Archiver:
         self.identity = identity or root_identity(self.root)
         self._claimed = False
         self._verified: dict[str, int] = {}  # session -> bytes that verified in this archiver
+        self._present_at: dict[str, float] = {}  # session -> when its objects were last seen in the store
         self.outbox = self.ns_dir / OUTBOX
         self.outbox.mkdir(mode=0o700, exist_ok=True)
         # A rebuild of the views (catch_up does one when history changed) must see the
@@ -185,9 +188,10 @@ class Archiver:
                 raise
             except LedgerError as exc:
                 log.error("archive of %s failed: %s", path, exc)
-                report.errors.append(f"{path}: {exc}")
+                line = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+                report.errors.append(line)
                 if isinstance(exc, EvidenceError):
-                    report.evidence.append(f"{path}: {exc}")
+                    report.evidence.append(line)
         for view in self.projector.captures():
             if view.state == "local" and view.local:
                 try:
@@ -219,7 +223,7 @@ class Archiver:
             due = self._due(_last_ts(path), batch)
         except (OSError, ValueError, msgspec.DecodeError):
             due = True  # unreadable seal time: take the full path, whose verification says why
-        if batch is not None and not due and self._all_present(session, batch):
+        if batch is not None and not due and self._still_present(session, batch):
             report.skipped += 1
             return
         shipped, created = self.ship_session(path)
@@ -249,6 +253,20 @@ class Archiver:
             return False
         t = datetime.strptime(sealed_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
         return self.clock() - t >= self.hot_retention_s
+
+    def _still_present(self, session: str, batch: BatchView) -> bool:
+        """_all_present, asked at most once per PRESENCE_RECHECK_S for a session by one
+        archiver (a host's worker runs a pass a minute; on file:// a HEAD hashes the
+        object). Every `ledger archive` run asks afresh; a deletion always re-verifies."""
+        now = time.monotonic()
+        last = self._present_at.get(session)
+        if last is not None and now - last < PRESENCE_RECHECK_S:
+            return True
+        if not self._all_present(session, batch):
+            self._present_at.pop(session, None)
+            return False
+        self._present_at[session] = now
+        return True
 
     def _all_present(self, session: str, batch: BatchView) -> bool:
         """Every key derived from the session (SPEC.md 8) is in the store with the size
