@@ -22,6 +22,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -375,3 +376,26 @@ def test_default_namespace_is_used_by_the_writer(monkeypatch, tmp_path):
     monkeypatch.setattr(socket, "gethostname", lambda: "edge-1.eu")
     with Ledger.open(tmp_path, hmac_key=bytes(range(32))) as led:
         assert led.namespace == "edge-1.eu"
+
+
+def test_archive_on_a_full_disk_leaves_no_partial_gzip(tmp_path, keyed):
+    """The outbox gzip does not fit: the run names the file, leaves nothing half-written,
+    deletes nothing, and the next run (with room again) archives the session."""
+    key_file, key = keyed
+    src = tmp_path / "src"
+    (session,) = make_sessions(src, 1, key=key, events=300, pad=8000)  # about 2.5 MB, its gzip about 1.3 MB
+    full = tmp_path / "full"
+    _mount_tmpfs(full, "3m")
+    try:
+        root = full / "root"
+        shutil.copytree(src, root)
+        original = (root / NS / f"{session}.ndjson").read_bytes()
+        store = Backend("file", tmp_path).open()
+        report = archive_all(root, store, key=key)
+        assert len(report.errors) == 1 and f"cannot write {root / NS / '.outbox'}" in report.errors[0], report.errors
+        assert report.evidence == [] and report.local_deleted == []
+        assert (root / NS / f"{session}.ndjson").read_bytes() == original
+        assert list((root / NS / ".outbox").glob("*.ndjson.gz*")) == []
+        assert not any(session in k for k in all_keys(store) if "/checkpoints/" not in k)
+    finally:
+        subprocess.run(["umount", str(full)], check=False)
