@@ -326,11 +326,11 @@ class Projector:
 
         Refuses (HistoryNotVisible, nothing dropped) when that history is not all
         visible: a batch of the current view whose session was deleted locally after
-        archival and is in neither tier, or,
-        without a cold tier, a hot tier whose oldest session links to one that is not
-        here. A view rebuilt from the hot tier alone would forget archived batches, and
-        remote retention would then orphan their objects for good. ``allow_loss``
-        rebuilds anyway (the operator knows the cold tier is gone).
+        archival and is in neither tier, or, without a cold tier, a hot tier whose
+        oldest session links to one that is not here. A view rebuilt from the hot tier
+        alone would forget archived batches, and remote retention would then orphan
+        their objects for good. ``allow_loss`` rebuilds anyway (the operator knows the
+        cold tier is gone).
         """
         local = session_paths(self.dir)
         local_names = {p.stem for p in local}
@@ -364,7 +364,7 @@ class Projector:
             raise HistoryNotVisible(
                 f"{self.dir}: rebuilding from {where} would drop {len(lost)} archived batch(es) "
                 f"({lost[0]}{' ...' if len(lost) > 1 else ''}); give the store they were archived to "
-                "(--store, or [cold] store in the config)"
+                "(--store, LEDGER_STORE or [cold] store in the config)"
             )
         if self.archived_sessions is None and local:
             prev = _opened_prev(local[0])
@@ -372,7 +372,7 @@ class Projector:
                 raise HistoryNotVisible(
                     f"{self.dir}: the oldest local session {local[0].stem} follows {prev}, which is not here "
                     "(archived?): rebuilding from the hot tier alone would drop its batches; give the store "
-                    "(--store, or [cold] store in the config)"
+                    "(--store, LEDGER_STORE or [cold] store in the config)"
                 )
 
     def _check_position(self, pos: Position) -> str | None:

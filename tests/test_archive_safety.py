@@ -30,10 +30,11 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from test_cold import POLICY, Backend, archive_all, make_sessions, reference_gz
+from test_cold import KEY, POLICY, Backend, archive_all, make_sessions, reference_gz
 
 from ledger import Ledger
 from ledger import format as fmt
+from ledger.cold.archive import Archiver
 from ledger.cold.manifest import owner_key, session_keys
 from ledger.cold.owner import NamespaceOwned
 from ledger.cold.remote import restore_session, verify_store
@@ -222,6 +223,27 @@ def test_objects_lost_from_the_store_are_uploaded_again(backend, tmp_path):
     for s in sessions:
         assert gzip.decompress(backend.read(store, session_keys(NS, s).gz)) == originals[s]
     assert verify_store(store, NS, POLICY).ok
+
+
+def test_deleting_after_a_key_rotation_keeps_the_earlier_manifest(backend, tmp_path):
+    """Re-shipping before deletion, under a new first key, adopts the manifest already
+    stored (its MAC verifies with a key still held, same content) instead of conflicting."""
+    root = tmp_path / "hot"
+    sessions = make_sessions(root, 2)
+    store = backend.open()
+    assert archive_all(root, store, retention=86400).errors == []
+    before = {s: backend.read(store, session_keys(NS, s).manifest) for s in sessions}
+    new_key = bytes(range(50, 82))
+    with Ledger.open(root, namespace=NS, hmac_key=new_key, extra_keys=(KEY,)) as host:
+        archiver = Archiver(root, NS, store, host, [new_key, KEY], hot_retention_s=0)
+        try:
+            report = archiver.run_once()
+        finally:
+            archiver.close()
+    assert report.errors == [] and report.reuploaded == []
+    assert set(sessions) <= {d.session for d in report.local_deleted}
+    assert {s: backend.read(store, session_keys(NS, s).manifest) for s in sessions} == before
+    assert verify_store(store, NS, Policy(keys=(KEY, new_key))).ok
 
 
 # ---- 2c: rebuild ------------------------------------------------------------------------

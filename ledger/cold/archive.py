@@ -59,7 +59,15 @@ from ..projections import BatchView, CaptureView, Projector
 from ..reader import decode_line, session_paths
 from ..verify import Policy, verify_file, verify_stream
 from ..writer import SEALS_DIR
-from .manifest import Manifest, capture_keys, encode_manifest, session_keys, sha256_sidecar
+from .manifest import (
+    Manifest,
+    ManifestError,
+    capture_keys,
+    encode_manifest,
+    parse_manifest,
+    session_keys,
+    sha256_sidecar,
+)
 from .owner import NamespaceOwned, claim_namespace
 from .stores import Store, StoreUnavailable
 from .tsa import TsaError, request_token
@@ -325,7 +333,7 @@ class Archiver:
         gz_sha, gz_size, created = self._put_gzip(keys.gz, gz_path, manifest)
         if (gz_sha, gz_size) != (manifest.gz_sha256, manifest.gz_bytes):
             manifest = msgspec.structs.replace(manifest, gz_sha256=gz_sha, gz_bytes=gz_size)
-        manifest_bytes = encode_manifest(manifest, self.keys[0])
+        manifest_bytes = self._manifest_bytes(keys.manifest, manifest)
         uploads: list[tuple[str, bytes | Path, str]] = [
             (keys.sha256, sha256_sidecar(gz_sha, keys.gz.rsplit("/", 1)[1]), "text/plain"),
         ]
@@ -356,6 +364,25 @@ class Archiver:
         self._verified[session] = built.raw_bytes
         log.info("archived %s: %d events, %d -> %d bytes", session, report.events, built.raw_bytes, gz_size)
         return batch, created
+
+    def _manifest_bytes(self, key: str, manifest: Manifest) -> bytes:
+        """The manifest to store: ours, or the one already stored when its MAC verifies
+        with one of our keys and it describes exactly these bytes (signed by a key that
+        has since been rotated out of first place): re-shipping a session must not
+        conflict with its own earlier archive."""
+        ours = encode_manifest(manifest, self.keys[0])
+        info = self.store.head(key)
+        if info is None or (info.size, info.sha256) == (len(ours), hashlib.sha256(ours).hexdigest()):
+            return ours
+        with self.store.open(key) as f:
+            stored = f.read(1 << 16)
+        try:
+            found = parse_manifest(stored, self.keys, key)
+        except ManifestError:
+            return ours  # not ours: the upload reports the conflict
+        if msgspec.structs.replace(found, key_id=manifest.key_id) == manifest:
+            return stored
+        return ours
 
     def _verify_and_gzip(self, path: Path, gz_path: Path) -> _Built:
         """Verify the session and write its deterministic gzip, hashing both forms.
