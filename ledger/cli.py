@@ -574,14 +574,18 @@ def _writer(cfg, keys: tuple[bytes, ...]):
 
 
 def _projector(cfg, store=None):
+    """The namespace's views; a rebuild of them reads archived sessions from ``store``,
+    or from the configured store (a view rebuilt from the hot tier alone would drop
+    archived batches, so Projector refuses that)."""
     from .projections import Projector
 
     archived = None
-    if store is not None:
+    if store is not None or cfg.cold.store:
         from .cold.remote import archived_lines
 
         def archived():
-            return archived_lines(store, cfg.ns)
+            # Opened only when a rebuild happens: the views alone need no store.
+            return archived_lines(store or _open_store(cfg), cfg.ns)
 
     return Projector(cfg.root, cfg.ns, archived_sessions=archived)
 
@@ -752,15 +756,32 @@ def rebuild(
     namespace: NamespaceOpt = None,
     config: ConfigOpt = None,
     store: StoreOpt = None,
+    hot_only: Annotated[
+        bool,
+        typer.Option("--hot-only", help="Rebuild from the hot tier alone even if that drops archived batches."),
+    ] = False,
 ) -> None:
-    """Drop the views and replay the whole history (archived sessions too, with a store)."""
+    """Drop the views and replay the whole history: the hot tier and the archived sessions
+    in the store (--store, else the configured one). Without a store, refuses to drop
+    batches of sessions archived and deleted here."""
     cfg = _config(config, root, namespace, store)
-    cold = _open_store(cfg) if cfg.cold.store else None
-    with _projector(cfg, cold) as views:
-        result = views.rebuild()
+    cold = _open_store(cfg) if cfg.cold.store and not hot_only else None
+    with _projector(cfg, cold) if cold else _hot_projector(cfg) as views:
+        result = views.rebuild(allow_loss=hot_only)
         n_caps, n_batches = len(views.captures()), len(views.batches())
-    print(f"rebuilt from {result.applied:,} events: {n_caps} captures, {n_batches} batches", file=sys.stderr)
+    where = f"{result.folded.get('archived', 0)} archived session(s) from {cold.url} and " if cold else ""
+    print(
+        f"rebuilt from {result.applied:,} events: {where}{result.folded.get('local', 0)} local session(s) "
+        f"from {Path(cfg.root) / cfg.ns}; {n_caps} captures, {n_batches} batches",
+        file=sys.stderr,
+    )
     _warn_changed(result)
+
+
+def _hot_projector(cfg):
+    from .projections import Projector
+
+    return Projector(cfg.root, cfg.ns)
 
 
 @app.command()
@@ -799,14 +820,28 @@ def archive(
 ) -> None:
     """One archive pass: ship sealed sessions and captures, confirm, record, delete what is due."""
     from .cold.archive import Archiver
+    from .cold.owner import claim_namespace
+    from .identity import root_identity
 
     cfg = _config(config, root, namespace, store)
     keys = _need_key(cfg, key_file)
     cold = _open_store(cfg)
     days = cfg.cold.hot_retention_days if hot_retention_days is None else hot_retention_days
+    identity = root_identity(cfg.root, cfg.host_id)
+    # Before a writer is opened (which adds a session to the root): an unreachable store,
+    # or a namespace another root owns, fails here and leaves no trace.
+    claim_namespace(cold, cfg.ns, identity)
     with _writer(cfg, keys) as led:
         archiver = Archiver(
-            cfg.root, cfg.ns, cold, led, list(keys), hot_retention_s=days * 86400, tsa_url=cfg.cold.tsa_url, jobs=0
+            cfg.root,
+            cfg.ns,
+            cold,
+            led,
+            list(keys),
+            hot_retention_s=days * 86400,
+            tsa_url=cfg.cold.tsa_url,
+            jobs=0,
+            identity=identity,
         )
         try:
             report = archiver.run_once()
@@ -816,14 +851,17 @@ def archive(
         finally:
             archiver.close()
     _out_console().print(_batches_table(rows))
+    again = f", re-uploaded {len(report.reuploaded)} the store had lost" if report.reuploaded else ""
     print(
-        f"archived {len(report.batches)} session(s), {len(report.captures)} capture(s); "
+        f"archived {len(report.batches)} session(s), {len(report.captures)} capture(s){again}; "
         f"deleted {len(report.local_deleted)} local session(s) (hot retention {days:g} days); "
         f"{len(report.errors)} error(s)",
         file=sys.stderr,
     )
     for err in report.errors:
         print(f"ledger: error: {err}", file=sys.stderr)
+    if report.evidence:
+        raise typer.Exit(EXIT_EVIDENCE)  # a session that does not verify: left in place, named above
     if report.errors:
         raise typer.Exit(EXIT_ERROR)
 

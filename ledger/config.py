@@ -7,7 +7,8 @@ key is a path to a key file, and S3 credentials come from boto3's usual chain.
 
     # ledger.toml
     root = "/var/lib/ledger"
-    namespace = "edge-1"              # default: the host name
+    namespace = "edge-1"              # default: the full host name
+    host_id = "edge-1.eu"             # optional: this root's identity in a store's owner objects
     hmac_key_file = "/etc/ledger/hmac.key"
 
     [cold]
@@ -53,6 +54,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     root: str = "/var/lib/ledger"
     namespace: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")] | None = None
     hmac_key_file: str | None = None
+    # Who owns the namespaces this root archives (SPEC.md 8); default: <root>/.ledger-id.
+    host_id: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")] | None = None
     cold: ColdConfig = msgspec.field(default_factory=ColdConfig)
 
     @property
@@ -61,9 +64,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 def default_namespace() -> str:
-    """The host name (first label): many hosts share one bucket without colliding."""
-    name = socket.gethostname().split(".")[0] or "localhost"
-    return "".join(c if c.isalnum() or c in "_.-" else "-" for c in name)[:128]
+    """The full host name: edge-1.eu and edge-1.us share one bucket without colliding
+    (the first label alone made them one namespace)."""
+    name = "".join(c if c.isalnum() or c in "_.-" else "-" for c in socket.gethostname())[:128]
+    return name if name[:1].isalnum() else "localhost"
 
 
 # Environment variables and the config key each sets.
@@ -71,6 +75,7 @@ _ENV_KEYS = {
     "ROOT": ("root",),
     "NAMESPACE": ("namespace",),
     "HMAC_KEY_FILE": ("hmac_key_file",),
+    "HOST_ID": ("host_id",),
     "STORE": ("cold", "store"),
     "HOT_RETENTION_DAYS": ("cold", "hot_retention_days"),
     "ARCHIVE_INTERVAL_S": ("cold", "interval_s"),

@@ -48,7 +48,7 @@ import msgspec
 
 from . import events as ev
 from .errors import InputError
-from .format import TRAILER_LEN, ZERO_CHAIN
+from .format import TRAILER_LEN, ZERO_CHAIN, decode_opened
 from .merkle import Accumulator
 from .reader import StoredEvent, decode_line, iter_lines, session_paths
 from .verify import Policy, verify_file
@@ -134,6 +134,13 @@ class ApplyResult:
     position: Position | None
     # One line per folded session whose bytes now give another summary.
     changed: list[str] = field(default_factory=list)
+    # A rebuild's sources: sessions folded from the cold tier ("archived") and from the hot tier ("local").
+    folded: dict[str, int] = field(default_factory=dict)
+
+
+class HistoryNotVisible(InputError):
+    """A rebuild would drop history it cannot see (sessions archived and deleted locally,
+    with no cold tier to read them from): refused, the views are left as they were."""
 
 
 _enc = msgspec.json.Encoder()
@@ -324,6 +331,18 @@ def _remote_deleted(t: _Txn, d: ev.RemoteDeleted, session: str, seq: int) -> Non
 # identity taken before any of it was read)
 _Source = tuple[str, Iterator[tuple[int, bytes]], Path | None, Identity]
 
+
+def _opened_prev(path: Path) -> str | None:
+    """The session a session's first line names as its predecessor, or None."""
+    with open(path, "rb") as f:
+        first = f.readline().rstrip(b"\n")
+    try:
+        prev = decode_opened(bytes(decode_line(first).data)).prev
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return prev.session if prev is not None else None
+
+
 _FOLD: dict[str, Callable] = {
     "capture.started": _capture_started,
     "capture.sealed": _capture_sealed,
@@ -437,12 +456,21 @@ class Projector:
         applied = self._apply(sources, changes)
         return ApplyResult(applied, False, None, self.position(), changes.all)
 
-    def rebuild(self, reason: str | None = None) -> ApplyResult:
+    def rebuild(self, reason: str | None = None, *, allow_loss: bool = False) -> ApplyResult:
         """Drop every view (the session summaries are kept, to compare) and replay the
         whole history. ``changed`` names the folded sessions whose bytes now give
         another summary than when they were folded, and the rewrites catch-up recorded
-        before; this explicit rebuild then forgets them."""
-        return self._rebuild(reason, keep=False)
+        before; this explicit rebuild then forgets them.
+
+        Refuses (HistoryNotVisible, nothing dropped) when that history is not all
+        visible: a batch of the current view whose session was deleted locally after
+        archival and is in neither tier, or, without a cold tier, a hot tier whose
+        oldest session links to one that is not here. A view rebuilt from the hot tier
+        alone would forget archived batches, and remote retention would then orphan
+        their objects for good. ``allow_loss`` rebuilds anyway (the operator knows the
+        cold tier is gone).
+        """
+        return self._rebuild(reason, keep=False, allow_loss=allow_loss)
 
     def changed(self) -> list[str]:
         """The rewrites of folded sessions recorded since the last explicit rebuild."""
@@ -450,14 +478,19 @@ class Projector:
             raw = txn.get(b"changed", db=self.dbs["meta"])
         return _changed_dec.decode(raw) if raw else []
 
-    def _rebuild(self, reason: str | None, keep: bool) -> ApplyResult:
+    def _rebuild(self, reason: str | None, keep: bool, allow_loss: bool = False) -> ApplyResult:
         local = session_paths(self.dir)
         local_names = {p.stem for p in local}
-        sources: list[_Source] = []
+        archived: list[tuple[str, Iterator[bytes]]] = []
         if self.archived_sessions is not None:
-            for name, lines in self.archived_sessions():
-                if name not in local_names and (not local or name < local[-1].stem):
-                    sources.append((name, enumerate(lines), None, NO_FILE))
+            archived = list(self.archived_sessions())  # names now; each session's lines stream later
+        if not allow_loss:
+            self._check_visible(local, {name for name, _ in archived} | local_names)
+        sources: list[_Source] = []
+        for name, lines in archived:
+            if name not in local_names and (not local or name < local[-1].stem):
+                sources.append((name, enumerate(lines), None, NO_FILE))
+        folded_from = {"archived": len(sources), "local": len(local)}
         # The identity is taken before the bytes are read: a change while folding
         # leaves a stale identity, so the next catch-up verifies the file again.
         sources += [(p.stem, iter_lines(p), p, _identity(p)) for p in local]
@@ -486,7 +519,7 @@ class Projector:
                     t.txn.delete(key, db=folded)
 
         applied = self._apply(sources, changes, start, finish)
-        return ApplyResult(applied, True, reason, self.position(), changes.all)
+        return ApplyResult(applied, True, reason, self.position(), changes.all, folded_from)
 
     def _current_format(self) -> bool:
         with self.env.begin() as txn:
@@ -516,6 +549,29 @@ class Projector:
                 for name, f in refreshed.items():
                     txn.put(name.encode(), _enc.encode(f), db=self.dbs["folded"])
         return rewritten
+
+    def _check_visible(self, local: list[Path], visible: set[str]) -> None:
+        # Sessions the view says were archived and then deleted here: only a cold tier has them.
+        lost = sorted(
+            b.session
+            for b in self.batches()
+            if b.local_deleted and b.state != "remote-deleted" and b.session not in visible
+        )
+        where = "the cold tier given" if self.archived_sessions is not None else "the hot tier alone"
+        if lost:
+            raise HistoryNotVisible(
+                f"{self.dir}: rebuilding from {where} would drop {len(lost)} archived batch(es) "
+                f"({lost[0]}{' ...' if len(lost) > 1 else ''}); give the store they were archived to "
+                "(--store, LEDGER_STORE or [cold] store in the config)"
+            )
+        if self.archived_sessions is None and local:
+            prev = _opened_prev(local[0])
+            if prev is not None and prev not in visible:
+                raise HistoryNotVisible(
+                    f"{self.dir}: the oldest local session {local[0].stem} follows {prev}, which is not here "
+                    "(archived?): rebuilding from the hot tier alone would drop its batches; give the store "
+                    "(--store, LEDGER_STORE or [cold] store in the config)"
+                )
 
     def _check_position(self, pos: Position) -> str | None:
         path = self.dir / f"{pos.session}.ndjson"

@@ -33,6 +33,7 @@ import msgspec
 
 from . import format as fmt
 from . import fsseal, lastseal, metrics, notes
+from .config import default_namespace
 from .errors import LedgerError, LockedError, UsageError
 from .files import fsync_dir, sha256_file
 from .keys import key_id
@@ -129,7 +130,7 @@ class Ledger:
         seal; ``fs_state_file`` (made by ``ledger keygen --fs-seed``) adds a forward-secure
         ``hmac-sha256-fs`` signature whose key ratchets forward every epoch.
         """
-        namespace = fmt.check_namespace(namespace or socket.gethostname().split(".")[0])
+        namespace = fmt.check_namespace(namespace or default_namespace())  # the full host name
         if not isinstance(hmac_key, bytes | bytearray) or len(hmac_key) < 16:
             raise UsageError("hmac_key must be at least 16 bytes (ledger keygen --hmac FILE makes one)")
         try:

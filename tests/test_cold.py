@@ -38,7 +38,7 @@ from ledger.cold.remote import archived_lines, restore_session, rotate_remote, t
 from ledger.cold.stores import StoreOptions, open_store
 from ledger.config import load_config
 from ledger.errors import InputError
-from ledger.projections import Projector
+from ledger.projections import HistoryNotVisible, Projector
 from ledger.reader import decode_line, iter_lines, session_paths
 from ledger.verify import Policy
 
@@ -77,8 +77,8 @@ class Backend:
 
     def keys(self, store) -> list[str]:
         """Keys of archived sessions and captures (the signed checkpoints shipped beside
-        them, ``<ns>/checkpoints/``, are a separate stream and left out)."""
-        return sorted(i.key for i in store.list("") if "/checkpoints/" not in i.key)
+        them, ``<ns>/checkpoints/``, and the namespace's ``owner.json`` are left out)."""
+        return sorted(i.key for i in store.list("") if "/checkpoints/" not in i.key and "/" in i.key.split("/", 1)[1])
 
     def read(self, store, key: str) -> bytes:
         with store.open(key) as f:
@@ -808,8 +808,11 @@ def test_rebuild_with_archived_sessions_covers_the_whole_history(backend, tmp_pa
         }
         assert sorted(b.session for b in p.batches()) == sessions
         assert all(p.batch_for_session(s).local_deleted for s in sessions)
-    with Projector(root, NS) as p:  # the hot tier alone has lost the captures' origins
-        p.rebuild()
+    with Projector(root, NS) as p:  # the hot tier alone would drop the archived batches: refused
+        with pytest.raises(HistoryNotVisible, match="would drop 2 archived batch"):
+            p.rebuild()
+        assert p.dump() == incremental  # nothing dropped
+        p.rebuild(allow_loss=True)  # the operator's explicit choice: captures lose their origins
         assert {c.cn for c in p.captures()} == {""}
 
 

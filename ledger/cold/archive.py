@@ -2,9 +2,9 @@
 
 One session's path, each step safe to crash after (SPEC.md section 8):
 
-1. read the sealed session once, feeding the verifier, a SHA-256 and a gzip
-   writer from the same bytes (so the gzip is of exactly the bytes that verified);
-   a session that does not verify is never archived;
+1. read the sealed session once, feeding the verifier (with the HMAC key), a SHA-256
+   and a gzip writer from the same bytes (so the gzip is of exactly the bytes that
+   verified); a session that does not verify is never archived;
 2. build the manifest (derived from the session alone: same bytes every time),
    sign it, and get an RFC 3161 token over it when a TSA is configured;
 3. upload gzip, ``.sha256``, ``.tsr`` and, last, the manifest, each with its
@@ -12,19 +12,30 @@ One session's path, each step safe to crash after (SPEC.md section 8):
    as uploaded, a different one is a conflict;
 4. HEAD-confirm every object (size and sha256);
 5. record ``archive.batch`` through the host's writer and wait until it is durable;
-6. once the session is older than the hot retention window: HEAD-confirm again,
-   record ``archive.local_deleted``, flush, and only then unlink.
+6. once the session is older than the hot retention window: redo 1-4 from the local
+   bytes (re-uploading whatever the store lost), record ``archive.local_deleted``,
+   flush, and only then unlink.
+
+Nothing here decides from local bookkeeping alone: the LMDB batch view, the writer's
+seal records and ``.last-seal.json`` can be edited by whoever owns the disk, so the
+view only says which sessions look done; what is deleted is decided from bytes
+verified in this pass, and the keys HEADed are derived from the session itself.
+Before anything is uploaded, the namespace is claimed in the store for this root
+(``<ns>/owner.json``, conditional write); a namespace another root owns is refused.
 
 Temporary files live in ``<ns>/.outbox`` and are always rebuilt from the sealed
 session, never reused, so a gzip half-written by a crash is never uploaded. A
-rerun finds the batch in the projection (step 5 done) or redoes 1-5, whose
-uploads are idempotent: nothing is lost and nothing is duplicated.
+rerun redoes 1-4 for any session the view does not show as archived, or whose objects
+the store no longer has; uploads are idempotent: nothing is lost and nothing is
+duplicated.
 """
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
+import hmac
 import logging
 import os
 import queue
@@ -40,15 +51,24 @@ from pathlib import Path
 import msgspec
 
 from .. import events as ev
-from .. import format as fmt
 from ..errors import EvidenceError, LedgerError
 from ..files import sha256_file
+from ..identity import root_identity
 from ..keys import key_id
 from ..projections import BatchView, CaptureView, Projector
 from ..reader import decode_line, session_paths
-from ..verify import FileReport, Policy, verify_file, verify_stream
-from ..writer import SEALS_DIR, read_seal_record
-from .manifest import Manifest, capture_keys, encode_manifest, session_keys, sha256_sidecar
+from ..verify import Policy, verify_file, verify_stream
+from ..writer import SEALS_DIR
+from .manifest import (
+    Manifest,
+    ManifestError,
+    capture_keys,
+    encode_manifest,
+    parse_manifest,
+    session_keys,
+    sha256_sidecar,
+)
+from .owner import NamespaceOwned, claim_namespace
 from .stores import Store, StoreUnavailable
 from .tsa import TsaError, request_token
 
@@ -60,10 +80,16 @@ OUTBOX = ".outbox"
 GZIP_LEVEL = 1
 CHECKPOINT_UPLOADS = 8  # concurrent checkpoint PUTs: each is tiny, latency-bound
 READ_BLOCK = 1 << 20
+# How often one archiver re-HEADs the objects of sessions it keeps within hot retention.
+PRESENCE_RECHECK_S = 3600.0
 
 
 class ArchiveError(LedgerError):
     """One session or capture could not be archived (the pass goes on with the others)."""
+
+
+class SessionInvalid(EvidenceError):
+    """A sealed session failed verification with the key: it is never archived and stays in place."""
 
 
 @dataclass
@@ -71,9 +97,11 @@ class PassReport:
     batches: list[ev.ArchiveBatch] = field(default_factory=list)
     local_deleted: list[ev.ArchiveLocalDeleted] = field(default_factory=list)
     captures: list[ev.CaptureOffloaded] = field(default_factory=list)
-    skipped: int = 0  # sessions already archived and still within hot retention
+    reuploaded: list[str] = field(default_factory=list)  # archived sessions the store had lost
+    skipped: int = 0  # sessions archived (now or before) and still within hot retention
     checkpoints: int = 0  # signed checkpoints written to <ns>/checkpoints/
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # every failure, evidence ones included
+    evidence: list[str] = field(default_factory=list)  # the failures that are evidence problems
 
 
 class Recorder:
@@ -105,6 +133,7 @@ class Archiver:
         tsa_url: str | None = None,
         clock: Callable[[], float] = time.time,
         jobs: int = 1,
+        identity: str | None = None,
     ) -> None:
         self.root = Path(root)
         self.namespace = namespace
@@ -119,52 +148,58 @@ class Archiver:
         # 1 (a host process: never fork) verifies and gzips in one read; otherwise (the
         # CLI) the verifier's worker processes read the file while a thread gzips it.
         self.jobs = jobs
+        # Who this root is in the store's owner objects: host_id, or the root's own id.
+        self.identity = identity or root_identity(self.root)
+        self._claimed = False
+        self._verified: dict[str, int] = {}  # session -> bytes that verified in this archiver
+        self._present_at: dict[str, float] = {}  # session -> when its objects were last seen in the store
         self.outbox = self.ns_dir / OUTBOX
         self.outbox.mkdir(mode=0o700, exist_ok=True)
-        self.projector = Projector(self.root, namespace)
+        # A rebuild of the views (catch_up does one when history changed) must see the
+        # sessions already archived and deleted here, or it would drop their batches.
+        from .remote import archived_lines
+
+        self.projector = Projector(self.root, namespace, archived_sessions=lambda: archived_lines(store, namespace))
 
     def close(self) -> None:
         self.projector.close()
 
     # ---- one pass --------------------------------------------------------------------
 
+    def claim(self) -> None:
+        """Claim the namespace in the store for this root, once per archiver; raises
+        NamespaceOwned when another root owns it (nothing has been uploaded then)."""
+        if not self._claimed:
+            claim_namespace(self.store, self.namespace, self.identity)
+            self._claimed = True
+
     def run_once(self) -> PassReport:
         """Archive every sealed session and capture not yet archived; delete what is due.
 
-        Raises StoreUnavailable (the caller backs off and retries); other failures of one
-        item are reported in ``errors`` and the pass goes on.
+        Raises StoreUnavailable (the caller backs off and retries) and NamespaceOwned;
+        other failures of one item are reported in ``errors`` (evidence problems also
+        in ``evidence``) and the pass goes on.
         """
         report = PassReport()
+        self.claim()
         self._sync()
         # Checkpoints first: a session's checkpoints leave the box before the session may
         # be deleted locally.
-        report.checkpoints = self.upload_checkpoints(report.errors)
+        report.checkpoints = self.upload_checkpoints(report.errors, report.evidence)
         current = self.recorder.current_session()
         for path in session_paths(self.ns_dir):
             if path.stem == current:
                 continue
             try:
-                batch = self.projector.batch_for_session(path.stem)
-                if batch is not None:
-                    # Recorded by a run that crashed before cleaning up its temporary gzip.
-                    _unlink_quietly(self.outbox / f"{path.stem}.ndjson.gz")
-                confirmed_now = False
-                if batch is None:
-                    event = self.archive_session(path)
-                    report.batches.append(event)
-                    # The view this event will fold into, without a projection round trip.
-                    batch = BatchView(**{f: getattr(event, f) for f in event.__struct_fields__})
-                    confirmed_now = True
-                if batch is not None and self._due(batch):
-                    # HEAD-confirmed moments ago in this pass, or confirmed again now.
-                    report.local_deleted.append(self.delete_local(path, batch, confirm=not confirmed_now))
-                else:
-                    report.skipped += 1
-            except (StoreUnavailable, TsaError):
+                self._one_session(path, report)
+            except (StoreUnavailable, TsaError, NamespaceOwned):
                 raise
             except LedgerError as exc:
-                log.error("archive of %s failed: %s", path.name, exc)
-                report.errors.append(f"{path.name}: {exc}")
+                log.error("archive of %s failed: %s", path, exc)
+                line = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+                report.errors.append(line)
+                if isinstance(exc, EvidenceError):
+                    report.evidence.append(line)
         for view in self.projector.captures():
             if view.state == "local" and view.local:
                 try:
@@ -174,33 +209,111 @@ class Archiver:
                 except LedgerError as exc:
                     log.error("offload of capture %s failed: %s", view.capture_id, exc)
                     report.errors.append(f"capture {view.capture_id}: {exc}")
+                    if isinstance(exc, EvidenceError):
+                        report.evidence.append(f"capture {view.capture_id}: {exc}")
         return report
+
+    def _one_session(self, path: Path, report: PassReport) -> None:
+        """Archive, re-upload or delete one sealed session, deciding from its verified bytes.
+
+        The batch view only spares work: a session it shows as archived, not yet due and
+        whose derived keys are all in the store is left alone. Anything that uploads or
+        deletes first verifies the session with the key and derives every object from
+        those bytes (step 1-4), so a wrong view, a forged seal record or a store that lost
+        objects can neither delete an unarchived session nor launder a forgery.
+        """
+        session = path.stem
+        batch = self.projector.batch_for_session(session)
+        if batch is not None:
+            # Recorded by a run that crashed before cleaning up its temporary gzip.
+            _unlink_quietly(self.outbox / f"{session}.ndjson.gz")
+        try:
+            due = self._due(_last_ts(path), batch)
+        except (OSError, ValueError, msgspec.DecodeError):
+            due = True  # unreadable seal time: take the full path, whose verification says why
+        if batch is not None and not due and self._still_present(session, batch):
+            report.skipped += 1
+            return
+        shipped, created = self.ship_session(path)
+        if batch is None:
+            self.recorder.record(shipped)
+            report.batches.append(shipped)
+        elif created or not _same_batch(batch, shipped):
+            # The store had lost objects, or the view disagreed with the store: record
+            # what is there now, from this pass's verified bytes.
+            log.warning("%s: re-uploaded to %s (the store or the view had lost it)", session, self.store.url)
+            self.recorder.record(shipped)
+            report.reuploaded.append(session)
+        if self._due(shipped.sealed_at, batch):
+            report.local_deleted.append(self.delete_local(path, shipped, confirm=False))
+        else:
+            report.skipped += 1
 
     def _sync(self) -> None:
         self.ledger.flush(timeout=60)
         self.projector.catch_up()
 
-    def _due(self, batch: BatchView) -> bool:
+    def _due(self, sealed_at: str, batch: BatchView | None) -> bool:
         """Older than the hot retention window. A session an operator restored stays
-        until they delete it: it was brought back on purpose."""
-        if batch.restored_at:
+        until they delete it: it was brought back on purpose (keeping is the safe side
+        of trusting the view)."""
+        if batch is not None and batch.restored_at:
             return False
-        t = datetime.strptime(batch.sealed_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+        t = datetime.strptime(sealed_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
         return self.clock() - t >= self.hot_retention_s
+
+    def _still_present(self, session: str, batch: BatchView) -> bool:
+        """_all_present, asked at most once per PRESENCE_RECHECK_S for a session by one
+        archiver (a host's worker runs a pass a minute; on file:// a HEAD hashes the
+        object). Every `ledger archive` run asks afresh; a deletion always re-verifies."""
+        now = time.monotonic()
+        last = self._present_at.get(session)
+        if last is not None and now - last < PRESENCE_RECHECK_S:
+            return True
+        if not self._all_present(session, batch):
+            self._present_at.pop(session, None)
+            return False
+        self._present_at[session] = now
+        return True
+
+    def _all_present(self, session: str, batch: BatchView) -> bool:
+        """Every key derived from the session (SPEC.md 8) is in the store with the size
+        and sha256 the view recorded: a cheap check that decides only whether to redo
+        steps 1-4, never a deletion."""
+        keys = session_keys(self.namespace, session)
+        recorded = {o.key: o for o in batch.objects}
+        for key in (keys.gz, keys.sha256, keys.manifest) + ((keys.tsr,) if self.tsa_url else ()):
+            info = self.store.head(key)
+            obj = recorded.get(key)
+            if info is None or obj is None or info.size != obj.bytes:
+                return False
+            if info.sha256 is not None and info.sha256 != obj.sha256:
+                return False
+        return True
 
     # ---- sessions ----------------------------------------------------------------------
 
     def archive_session(self, path: Path) -> ev.ArchiveBatch:
         """Steps 1 to 5 for one sealed session; returns the recorded batch event."""
+        batch, _ = self.ship_session(path)
+        self.recorder.record(batch)
+        return batch
+
+    def ship_session(self, path: Path) -> tuple[ev.ArchiveBatch, bool]:
+        """Steps 1 to 4: verify with the key, upload what is missing, HEAD-confirm every
+        key derived from the session against the local bytes. Returns the batch event
+        (not recorded) and whether any object had to be uploaded."""
         session = path.stem
         keys = session_keys(self.namespace, session)
         gz_path = self.outbox / f"{session}.ndjson.gz"
-        built = self._build_gzip(path, gz_path)
+        built = self._verify_and_gzip(path, gz_path)
         report = built.report
         if not report.ok or not report.sealed:
+            _unlink_quietly(gz_path)
             err = report.first_error
             why = f"line {err.line}: {err.reason}: {err.detail}" if err and err.line else (err.reason if err else "")
-            raise ArchiveError(f"{path.name} does not verify ({why}); not archived")
+            why = why or "not sealed"
+            raise SessionInvalid(f"{path} does not verify ({why}); not archived, left in place", path=str(path))
         manifest = Manifest(
             namespace=self.namespace,
             session=session,
@@ -217,10 +330,10 @@ class Archiver:
             key_id=key_id(self.keys[0]),
             created=built.sealed_at,
         )
-        gz_sha, gz_size = self._put_gzip(keys.gz, gz_path, manifest)
+        gz_sha, gz_size, created = self._put_gzip(keys.gz, gz_path, manifest)
         if (gz_sha, gz_size) != (manifest.gz_sha256, manifest.gz_bytes):
             manifest = msgspec.structs.replace(manifest, gz_sha256=gz_sha, gz_bytes=gz_size)
-        manifest_bytes = encode_manifest(manifest, self.keys[0])
+        manifest_bytes = self._manifest_bytes(keys.manifest, manifest)
         uploads: list[tuple[str, bytes | Path, str]] = [
             (keys.sha256, sha256_sidecar(gz_sha, keys.gz.rsplit("/", 1)[1]), "text/plain"),
         ]
@@ -230,7 +343,7 @@ class Archiver:
         objects = [ev.StoredObject(key=keys.gz, bytes=gz_size, sha256=gz_sha)]
         for key, body, ctype in uploads:
             sha = hashlib.sha256(body).hexdigest()
-            self.store.put(key, body, sha256=sha, content_type=ctype)
+            created |= self.store.put(key, body, sha256=sha, content_type=ctype).created
             objects.append(ev.StoredObject(key=key, bytes=len(body), sha256=sha))
         self._confirm(objects)
         batch = ev.ArchiveBatch(
@@ -247,52 +360,29 @@ class Archiver:
             manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
             objects=objects,
         )
-        self.recorder.record(batch)
         _unlink_quietly(gz_path)
+        self._verified[session] = built.raw_bytes
         log.info("archived %s: %d events, %d -> %d bytes", session, report.events, built.raw_bytes, gz_size)
-        return batch
+        return batch, created
 
-    def _build_gzip(self, path: Path, gz_path: Path) -> _Built:
-        """The session's deterministic gzip, with the sha256 of both forms, and proof that
-        the bytes are intact: the writer's seal record when there is one (its tree and
-        the sha256 of the bytes it wrote: a match proves the bytes unchanged since, at
-        hashing speed), otherwise a full verification."""
-        record = read_seal_record(self.ns_dir, path.stem)
-        if record is not None:
-            built = self._gzip_only(path, gz_path)
-            if (built.raw_bytes, built.raw_sha256) == (record.bytes, record.sha256):
-                opened = fmt.decode_opened(bytes(decode_line(_first_line(path)).data))
-                built.report = FileReport(
-                    path=str(path),
-                    events=record.size,
-                    sealed=True,
-                    root=record.root,
-                    chain=record.chain,
-                    session=opened.session,
-                    origin=opened.origin,
-                    prev=opened.prev,
-                )
-                return built
-            log.warning("%s differs from the writer's seal record: verifying it in full", path.name)
-        return self._verify_and_gzip(path, gz_path)
-
-    def _gzip_only(self, path: Path, gz_path: Path) -> _Built:
-        tmp = gz_path.with_name(gz_path.name + ".tmp")
-        _unlink_quietly(tmp)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with open(fd, "wb") as raw_out:
-            gz_out = _HashingWriter(raw_out)
-            with (
-                open(path, "rb") as src,
-                _MemberGzip(gz_out) as gz,
-            ):
-                raw = HashingReader(src)
-                while block := raw.read(READ_BLOCK):
-                    gz.write(block)
-            raw_out.flush()
-            os.fsync(raw_out.fileno())
-        os.replace(tmp, gz_path)
-        return _Built(None, raw.count, raw.sha.hexdigest(), gz_out.count, gz_out.sha.hexdigest(), _last_ts(path))
+    def _manifest_bytes(self, key: str, manifest: Manifest) -> bytes:
+        """The manifest to store: ours, or the one already stored when its MAC verifies
+        with one of our keys and it describes exactly these bytes (signed by a key that
+        has since been rotated out of first place): re-shipping a session must not
+        conflict with its own earlier archive."""
+        ours = encode_manifest(manifest, self.keys[0])
+        info = self.store.head(key)
+        if info is None or (info.size, info.sha256) == (len(ours), hashlib.sha256(ours).hexdigest()):
+            return ours
+        with self.store.open(key) as f:
+            stored = f.read(1 << 16)
+        try:
+            found = parse_manifest(stored, self.keys, key)
+        except ManifestError:
+            return ours  # not ours: the upload reports the conflict
+        if msgspec.structs.replace(found, key_id=manifest.key_id) == manifest:
+            return stored
+        return ours
 
     def _verify_and_gzip(self, path: Path, gz_path: Path) -> _Built:
         """Verify the session and write its deterministic gzip, hashing both forms.
@@ -304,6 +394,17 @@ class Archiver:
         """
         tmp = gz_path.with_name(gz_path.name + ".tmp")
         _unlink_quietly(tmp)
+        try:
+            return self._verify_and_gzip_to(path, tmp, gz_path)
+        except OSError as exc:
+            # A full or failing disk: leave no half-written gzip behind, and name the file.
+            _unlink_quietly(tmp)
+            raise ArchiveError(f"cannot write {tmp}: {exc.strerror or exc}") from exc
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+
+    def _verify_and_gzip_to(self, path: Path, tmp: Path, gz_path: Path) -> _Built:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         policy = Policy(keys=tuple(self.keys), jobs=self.jobs)
         with open(fd, "wb") as raw_out:
@@ -337,13 +438,14 @@ class Archiver:
             sealed_at=_last_ts(path),
         )
 
-    def _put_gzip(self, key: str, gz_path: Path, manifest: Manifest) -> tuple[str, int]:
-        """Upload the gzip; adopt an existing remote gzip only if it decompresses to this session."""
+    def _put_gzip(self, key: str, gz_path: Path, manifest: Manifest) -> tuple[str, int, bool]:
+        """Upload the gzip; adopt an existing remote gzip only if it decompresses to this
+        session. Returns its sha256, size and whether it was uploaded now."""
         from .stores import ObjectConflict
 
         try:
-            self.store.put(key, gz_path, sha256=manifest.gz_sha256, content_type="application/gzip")
-            return manifest.gz_sha256, manifest.gz_bytes
+            put = self.store.put(key, gz_path, sha256=manifest.gz_sha256, content_type="application/gzip")
+            return manifest.gz_sha256, manifest.gz_bytes, put.created
         except ObjectConflict:
             # A crashed run on another zlib may have left different (valid) gzip bytes.
             info = self.store.head(key)
@@ -354,7 +456,7 @@ class Archiver:
             if tee.sha.hexdigest() != manifest.session_sha256 or info is None or info.sha256 is None:
                 raise
             log.warning("%s: adopting the gzip already in the store (same session bytes)", key)
-            return info.sha256, info.size
+            return info.sha256, info.size, False
 
     def _timestamp(self, key: str, manifest_bytes: bytes) -> bytes:
         """A token over the manifest: the one an earlier (crashed) run stored, or a new one."""
@@ -380,11 +482,18 @@ class Archiver:
                     f"{obj.key}: store has {info.size} bytes sha256 {info.sha256}, expected {obj.bytes} {obj.sha256}"
                 )
 
-    def delete_local(self, path: Path, batch: BatchView, confirm: bool = True) -> ev.ArchiveLocalDeleted:
-        """Step 6: confirm the batch is still in the store, record, then unlink."""
+    def delete_local(
+        self, path: Path, batch: BatchView | ev.ArchiveBatch, confirm: bool = True
+    ) -> ev.ArchiveLocalDeleted:
+        """Step 6: record, then unlink. ``batch`` must come from ship_session in this pass
+        (its objects derived from the verified bytes and HEAD-confirmed), or be confirmed
+        again here; the file must still be the one that verified."""
         if confirm:
             self._confirm(batch.objects)
         size = path.stat().st_size
+        verified = self._verified.get(path.stem)
+        if verified is not None and verified != size:
+            raise ArchiveError(f"{path} changed since it was verified ({verified} -> {size} bytes); not deleted")
         event = ev.ArchiveLocalDeleted(batch_id=batch.batch_id, session=batch.session, path=str(path), bytes=size)
         self.recorder.record(event)
         path.unlink()
@@ -394,7 +503,7 @@ class Archiver:
 
     # ---- checkpoints off the box ---------------------------------------------------------
 
-    def upload_checkpoints(self, errors: list[str]) -> int:
+    def upload_checkpoints(self, errors: list[str], evidence: list[str] | None = None) -> int:
         """Ship every signed checkpoint not yet shipped, as a note to
         <ns>/checkpoints/<session>/<size>.checkpoint (a few uploads at a time).
 
@@ -424,8 +533,22 @@ class Archiver:
                 offset = state.get(path.stem, 0)
                 try:
                     found, new_offset = session_checkpoints(path, offset)
+                    for size, note in found:
+                        # A checkpoint forged without the key never leaves the box as ours.
+                        if not _note_mac_ok(note, self.keys):
+                            raise SessionInvalid(
+                                f"{path}: the checkpoint at size {size} has no valid HMAC by this host's key; "
+                                "its checkpoints are not shipped",
+                                path=str(path),
+                            )
                 except (OSError, msgspec.DecodeError, ValueError) as exc:
-                    errors.append(f"checkpoints of {path.name}: {exc}")
+                    errors.append(f"checkpoints of {path}: {exc}")
+                    continue
+                except SessionInvalid as exc:
+                    errors.append(str(exc))
+                    if evidence is not None:
+                        evidence.append(str(exc))
+                    present[path.stem] = offset
                     continue
                 futures = {
                     pool.submit(put, checkpoint_key(self.namespace, path.stem, size), note): size
@@ -529,6 +652,41 @@ class OffloadWorker:
 
 
 # ---- small helpers -------------------------------------------------------------------
+
+
+def _note_mac_ok(note: bytes, keys: list[bytes]) -> bool:
+    """The note (ledger.anchors.checkpoint_note) carries an HMAC-SHA256 by one of ``keys``
+    over its text, and every HMAC line by one of them verifies (constant-time compare)."""
+    split = note.rfind(b"\n\n")
+    if split < 0:
+        return False
+    text, sig_lines = note[: split + 1], note[split + 2 :].decode("utf-8", "replace").splitlines()
+    by_name = {f"hmac-{key_id(k)}": k for k in keys}
+    good = False
+    for line in sig_lines:
+        parts = line.split(" ")
+        if len(parts) != 3 or parts[1] not in by_name:
+            continue  # another kind of signature, or a key this host does not hold
+        try:
+            payload = base64.b64decode(parts[2], validate=True)
+        except ValueError:
+            return False
+        mac = hmac.new(by_name[parts[1]], text, hashlib.sha256).digest()
+        if not hmac.compare_digest(payload[4:], mac):
+            return False
+        good = True
+    return good
+
+
+def _same_batch(view: BatchView, shipped: ev.ArchiveBatch) -> bool:
+    """The view already records exactly what was just confirmed in the store."""
+    return (view.manifest_sha256, view.root, view.chain, view.store, view.objects) == (
+        shipped.manifest_sha256,
+        shipped.root,
+        shipped.chain,
+        shipped.store,
+        shipped.objects,
+    )
 
 
 @dataclass
@@ -668,11 +826,6 @@ def _read_all(reader) -> None:
         pass
 
 
-def _first_line(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.readline(fmt.MAX_LINE_BYTES).rstrip(b"\n")
-
-
 def _last_ts(path: Path) -> str:
     """The ts of a file's last line (its seal)."""
     with open(path, "rb") as f:
@@ -724,6 +877,7 @@ def from_config(config, ledger, keys: list[bytes]) -> OffloadWorker | None:
         keys,
         hot_retention_s=cold.hot_retention_days * 86400,
         tsa_url=cold.tsa_url,
+        identity=config.host_id,
     )
     worker = OffloadWorker(archiver, cold.interval_s, cold.backoff_base_s, cold.backoff_max_s)
     ledger.add_seal_listener(worker.notify)

@@ -107,6 +107,11 @@ class SessionKeys(msgspec.Struct, frozen=True):
         return [self.gz, self.sha256, self.tsr, self.manifest]
 
 
+def owner_key(namespace: str) -> str:
+    """The object that says which ledger root owns a namespace (SPEC.md 8)."""
+    return f"{namespace}/owner.json"
+
+
 def session_keys(namespace: str, session: str) -> SessionKeys:
     base = f"{namespace}/sessions/{_day(session)}/{session}"
     return SessionKeys(

@@ -209,18 +209,36 @@ def restore_session(
     if dest.exists():
         raise InputError(f"{dest} already exists")
     tmp = dest.with_name(dest.name + ".restore.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "wb") as out, store.open(keys.gz) as raw, gzip.GzipFile(fileobj=raw) as gz:
-        while block := gz.read(1 << 20):
-            out.write(block)
-        out.flush()
-        os.fsync(out.fileno())
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "wb") as out, store.open(keys.gz) as raw, gzip.GzipFile(fileobj=raw) as gz:
+            while block := gz.read(1 << 20):
+                out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+    except gzip.BadGzipFile as exc:
+        _unlink_quietly(tmp)
+        raise EvidenceError(f"{store.url}/{keys.gz}: {exc}") from exc
+    except OSError as exc:
+        # A full disk (or any failed write) leaves no partial file behind.
+        _unlink_quietly(tmp)
+        raise InputError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
     check = verify_file(tmp, Policy(keys=policy.keys, jobs=1))
     if not check.ok or check.root != report.root:
         tmp.unlink()
         raise EvidenceError(f"{session}: restored bytes do not verify")
     os.replace(tmp, dest)
     return dest, check
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def archived_lines(store: Store, namespace: str) -> Iterator[tuple[str, Iterator[bytes]]]:
