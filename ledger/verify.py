@@ -346,18 +346,19 @@ def _scan_lines(lines, st: _Scan, out: _Chunk) -> None:
             out.first_seq = seq
         body = line[: n - 76]
         data = body[m.end() :]
+        try:  # SPEC 5 step 1 before step 2: a bad byte in a string is not_utf8 even in bad JSON
+            if not body.isascii():
+                body.decode("utf-8")
+        except UnicodeDecodeError:
+            out.error = (rel, seq, "not_utf8", "line is not valid UTF-8")
+            break
         if nesting_exceeds(data):
             out.error = (rel, seq, "malformed", f"data nests deeper than {fmt.MAX_DATA_DEPTH} levels")
             break
         try:
             raw_check(data)
-            if not body.isascii():
-                body.decode("utf-8")
         except msgspec.DecodeError as exc:
             out.error = (rel, seq, "malformed", f"data is not one JSON object: {exc}")
-            break
-        except UnicodeDecodeError:
-            out.error = (rel, seq, "not_utf8", "line is not valid UTF-8")
             break
         h = leaf_state()
         h.update(body)
