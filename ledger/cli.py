@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import keys as keymod
-from .errors import EvidenceError, LedgerError
+from .errors import EvidenceError, KeyFileError, LedgerError
 from .verify import FileReport, Policy, VerifyReport, verify_path
 
 EXIT_OK, EXIT_EVIDENCE, EXIT_ERROR = 0, 1, 2
@@ -155,12 +155,24 @@ def _quiet_broken_pipe(stream=None) -> None:
         pass
 
 
-def load_keys(key_files: list[Path] | None) -> tuple[bytes, ...]:
+def load_keys(key_files: list[Path] | None, signing: bool = False) -> tuple[bytes, ...]:
     """Keys from --key-file (repeatable) or LEDGER_HMAC_KEY_FILE."""
     paths = list(key_files or [])
     if not paths and os.environ.get(keymod.KEY_ENV):
         paths = [Path(os.environ[keymod.KEY_ENV])]
-    return tuple(keymod.load_key_file(p) for p in paths)
+    return tuple(_load_secret(keymod.load_key_file, p, signing) for p in paths)
+
+
+def _load_secret(load, path, signing: bool, what: str = "key file"):
+    """A key or seed file: refused when a signing command finds it readable by group or
+    others, warned about (one stderr line) when the command only verifies."""
+    loaded = load(path)  # a file that does not load is that error alone
+    exposed = keymod.exposed(path, what)
+    if exposed and signing:
+        raise KeyFileError(f"refusing to sign with an exposed key: {exposed}")
+    if exposed:
+        _write_quietly(sys.stderr, f"ledger: warning: {exposed}\n")
+    return loaded
 
 
 @app.callback()
@@ -223,15 +235,21 @@ def verify(
 ) -> None:
     """Prove session files are intact; name the first bad line when they are not."""
     from . import fsseal, notes
+    from .cold.tsa import load_ca
 
+    # Every key and CA the configuration names, as archive uses them; options win.
+    cfg = _config(config, tiers, namespace, store)
     policy = Policy(
-        keys=load_keys(key_file),
+        keys=_config_keys(cfg, key_file),
         allow_unsealed=allow_unsealed,
         jobs=jobs,
         verifiers=tuple(notes.load_verifier_keys(pubkey or [])),
-        fs_seeds=tuple(fsseal.load_fs_seed(p) for p in fs_seed or []),
+        fs_seeds=tuple(_load_secret(fsseal.load_fs_seed, p, False, "seed file") for p in fs_seed or []),
     )
-    ca_pem = _read_file(tsa_ca) if tsa_ca else None
+    ca_file = tsa_ca or (Path(cfg.cold.tsa_ca_file) if cfg.cold.tsa_ca_file else None)
+    ca_pem = _read_file(ca_file) if ca_file else None
+    if ca_pem is not None:
+        load_ca(ca_pem, str(ca_file))  # not PEM: a usage error now, not a failure per token
     targets = list(paths or [])
     if not targets and tiers is None:
         raise LedgerError("nothing to verify: give PATH..., a store URL, or --tiers ROOT")
@@ -599,15 +617,15 @@ def _config(config: Path | None, root: Path | None, namespace: str | None, store
     return load_config(config, root=str(root) if root else None, namespace=namespace, store=store)
 
 
-def _config_keys(cfg, key_files: list[Path] | None) -> tuple[bytes, ...]:
-    keys = load_keys(key_files)
+def _config_keys(cfg, key_files: list[Path] | None, signing: bool = False) -> tuple[bytes, ...]:
+    keys = load_keys(key_files, signing)
     if not keys and cfg.hmac_key_file:
-        keys = (keymod.load_key_file(cfg.hmac_key_file),)
+        keys = (_load_secret(keymod.load_key_file, cfg.hmac_key_file, signing),)
     return keys
 
 
 def _need_key(cfg, key_files: list[Path] | None) -> tuple[bytes, ...]:
-    keys = _config_keys(cfg, key_files)
+    keys = _config_keys(cfg, key_files, signing=True)
     if not keys:
         raise LedgerError("this command records events: give --key-file (or LEDGER_HMAC_KEY_FILE / hmac_key_file)")
     return keys
