@@ -784,6 +784,7 @@ def gc(
     from .capture import gc_captures
 
     cfg = _config(config, root, namespace)
+    keys = None if dry_run else _need_key(cfg, key_file)  # refused before anything is touched
     options = _capture_options(cfg)
     if max_files is not None or max_bytes is not None:
         options = msgspec.structs.replace(
@@ -797,7 +798,6 @@ def gc(
     if dry_run:
         evicted = gc_captures(None, options, dry_run=True, is_offloaded=offloaded.__contains__)
     else:
-        keys = _need_key(cfg, key_file)
         with _writer(cfg, keys) as led:
             evicted = gc_captures(led, options, is_offloaded=offloaded.__contains__)
     for e in evicted:
