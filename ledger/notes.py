@@ -425,7 +425,9 @@ def load_verifier_keys(values: Iterable[str]) -> list[Verifier]:
         elif value.startswith(PRIVATE_PREFIX):
             raise KeyFileError(f"{_named(value[len(PRIVATE_PREFIX) :])} is a private signer key, not a verifier key")
         else:
-            raise KeyFileError(f"verifier key {_named(value)} is neither name+<8 hex>+<base64> nor a file that exists")
+            raise KeyFileError(
+                f"verifier key {_named(value)}: not name+<8 hex>+<base64>, and cannot be read as a key file (no such file)"
+            )
         out.extend(v for v in found if v not in out)
     return out
 
