@@ -292,7 +292,7 @@ def verify(
             out["tiers"] = [t.__dict__ for t in tier_rows]
         if trust or witness:
             out["anchors"] = [a.__dict__ for a in anchors]
-        sys.stdout.write(json.dumps(out, indent=None) + "\n")
+        _write_quietly(sys.stdout, json.dumps(out, indent=None) + "\n")  # a reader gone: the verdict stands
     else:
         render_verify(report)
         console = _err_console()

@@ -85,9 +85,12 @@ def test_verify_into_a_reader_that_has_gone_exits_0(many):
     assert run.returncode == 0 and run.stderr == b"", run.stderr
 
 
-def test_a_closed_pipe_does_not_hide_a_tamper_verdict(tmp_path):
+def test_a_closed_pipe_does_not_hide_a_tamper_verdict(tmp_path, many):
     shutil.copyfile(FIXTURES / "tamper" / "byte-flip.ndjson", tmp_path / "t.ndjson")
     run = pipefail(f"{LEDGER} verify {tmp_path} 2>&1 | (exec 0<&-; sleep 1)")
+    assert run.returncode == 1, run.stderr
+    # --json larger than any pipe buffer, the reader gone before it is written
+    run = pipefail(f"{LEDGER} verify --json {many} {tmp_path} | (exec 0<&-; sleep 1)")
     assert run.returncode == 1, run.stderr
 
 
