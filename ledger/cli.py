@@ -27,10 +27,11 @@ from rich.table import Table
 
 from . import keys as keymod
 from .config import DEFAULT_HOT_RETENTION_DAYS
-from .errors import EvidenceError, LedgerError
+from .errors import EvidenceError, KeyFileError, LedgerError
 from .verify import FileReport, Policy, VerifyReport, verify_path
 
 EXIT_OK, EXIT_EVIDENCE, EXIT_ERROR = 0, 1, 2
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT
 
 app = typer.Typer(
     add_completion=False,
@@ -51,12 +52,25 @@ def _wide(stream) -> int | None:
         return 200
 
 
+class _Console(Console):
+    """rich's Console, except that a closed pipe is not the tamper code.
+
+    rich's ``on_broken_pipe`` raises ``SystemExit(1)``, and 1 means an evidence problem
+    here. Once the reader has gone, the rest of the output goes to /dev/null and the
+    command ends with its own exit code: 0 on intact evidence, 1 only on a real finding.
+    """
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        _quiet_broken_pipe(sys.stderr if self.stderr else sys.stdout)
+
+
 def _out_console() -> Console:
-    return Console(highlight=False, soft_wrap=True, width=_wide(sys.stdout))
+    return _Console(highlight=False, soft_wrap=True, width=_wide(sys.stdout))
 
 
 def _err_console() -> Console:
-    return Console(
+    return _Console(
         width=_wide(sys.stderr),
         stderr=True,
         highlight=False,
@@ -65,17 +79,40 @@ def _err_console() -> Console:
     )
 
 
-def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
-    """Print one diagnostic line to stderr and return the Exit to raise."""
-    print(f"ledger: error: {message}", file=sys.stderr)
+def fail(message: str, code: int = EXIT_ERROR, as_json: bool = False) -> typer.Exit:
+    """Print one diagnostic line to stderr (and, for --json, one object on stdout) and
+    return the Exit to raise."""
+    message = " ".join(str(message).split("\n"))
+    if as_json:
+        _write_quietly(sys.stdout, json.dumps({"ok": False, "error": message, "exit_code": code}) + "\n")
+    _write_quietly(sys.stderr, f"ledger: error: {message}\n")
     return typer.Exit(code)
+
+
+def _write_quietly(stream, text: str) -> None:
+    """Write and flush; a reader that has gone is not an error of ours."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        _quiet_broken_pipe(stream)
+    except (ValueError, OSError):
+        pass
+
+
+# Commands whose --json is a stream of stored lines (NDJSON), not one object: an error
+# there is the stderr line alone.
+_NDJSON_COMMANDS = frozenset({"tail"})
 
 
 def guarded(fn):
     """Map library errors to one stderr line and an exit code (the one place that does)."""
 
+    one_object = fn.__name__ not in _NDJSON_COMMANDS
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        as_json = bool(kwargs.get("as_json")) and one_object
         try:
             return fn(*args, **kwargs)
         except typer.Exit:
@@ -83,13 +120,13 @@ def guarded(fn):
         except EvidenceError as exc:
             if _state["debug"]:
                 raise
-            raise fail(str(exc), EXIT_EVIDENCE) from None
+            raise fail(str(exc), EXIT_EVIDENCE, as_json) from None
         except LedgerError as exc:
             if _state["debug"]:
                 raise
-            raise fail(str(exc)) from None
+            raise fail(str(exc), EXIT_ERROR, as_json) from None
         except KeyboardInterrupt:
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except BrokenPipeError:
             _quiet_broken_pipe()
             raise typer.Exit(0) from None
@@ -97,30 +134,46 @@ def guarded(fn):
             if _state["debug"]:
                 raise
             where = f"{exc.filename}: " if exc.filename else ""
-            raise fail(f"{where}{exc.strerror or exc}") from None
+            raise fail(f"{where}{exc.strerror or exc}", EXIT_ERROR, as_json) from None
         except Exception as exc:  # a bug: still one line, no locals, no traceback
             if _state["debug"]:
                 raise
-            raise fail(f"internal error: {exc.__class__.__name__}: {exc} (rerun with --debug)") from None
+            raise fail(
+                f"internal error: {exc.__class__.__name__}: {exc} (rerun with --debug)", EXIT_ERROR, as_json
+            ) from None
 
     return wrapper
 
 
-def _quiet_broken_pipe() -> None:
-    # Python would complain again when flushing stdout at exit.
+def _quiet_broken_pipe(stream=None) -> None:
+    """Point the stream's descriptor (stdout by default) at /dev/null: the reader has gone,
+    and Python would complain again when flushing it at exit."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except OSError:
+        os.dup2(devnull, (stream or sys.stdout).fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
         pass
 
 
-def load_keys(key_files: list[Path] | None) -> tuple[bytes, ...]:
+def load_keys(key_files: list[Path] | None, signing: bool = False) -> tuple[bytes, ...]:
     """Keys from --key-file (repeatable) or LEDGER_HMAC_KEY_FILE."""
     paths = list(key_files or [])
     if not paths and os.environ.get(keymod.KEY_ENV):
         paths = [Path(os.environ[keymod.KEY_ENV])]
-    return tuple(keymod.load_key_file(p) for p in paths)
+    return tuple(_load_secret(keymod.load_key_file, p, signing) for p in paths)
+
+
+def _load_secret(load, path, signing: bool, what: str = "key file"):
+    """A key or seed file: refused when a signing command finds it readable by group or
+    others, warned about (one stderr line) when the command only verifies."""
+    loaded = load(path)  # a file that does not load is that error alone
+    exposed = keymod.exposed(path, what)
+    if exposed and signing:
+        raise KeyFileError(f"refusing to sign with an exposed key: {exposed}")
+    if exposed:
+        _write_quietly(sys.stderr, f"ledger: warning: {exposed}\n")
+    return loaded
 
 
 @app.callback()
@@ -144,7 +197,8 @@ def verify(
     paths: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Session files, directories, or cold stores (s3://bucket/prefix[/namespace], file:///dir).",
+            help="Session files (plain or gzip), directories, '-' for standard input, or cold stores "
+            "(s3://bucket/prefix[/namespace], file:///dir).",
             show_default=False,
         ),
     ] = None,
@@ -182,22 +236,32 @@ def verify(
 ) -> None:
     """Prove session files are intact; name the first bad line when they are not."""
     from . import fsseal, notes
+    from .cold.tsa import load_ca
 
+    # Every key and CA the configuration names, as archive uses them; options win.
+    cfg = _config(config, tiers, namespace, store)
     policy = Policy(
-        keys=load_keys(key_file),
+        keys=_config_keys(cfg, key_file),
         allow_unsealed=allow_unsealed,
         jobs=jobs,
         verifiers=tuple(notes.load_verifier_keys(pubkey or [])),
-        fs_seeds=tuple(fsseal.load_fs_seed(p) for p in fs_seed or []),
+        fs_seeds=tuple(_load_secret(fsseal.load_fs_seed, p, False, "seed file") for p in fs_seed or []),
     )
-    ca_pem = _read_file(tsa_ca) if tsa_ca else None
+    ca_file = tsa_ca or (Path(cfg.cold.tsa_ca_file) if cfg.cold.tsa_ca_file else None)
+    ca_pem = _read_file(ca_file) if ca_file else None
+    if ca_pem is not None:
+        load_ca(ca_pem, str(ca_file))  # not PEM: a usage error now, not a failure per token
     targets = list(paths or [])
     if not targets and tiers is None:
         raise LedgerError("nothing to verify: give PATH..., a store URL, or --tiers ROOT")
-    local = [t for t in targets if "://" not in t]
+    local = [t for t in targets if "://" not in t and t != "-"]
     urls = [t for t in targets if "://" in t]
-    local_report = verify_path(local, policy) if local else VerifyReport([])
-    files, captures = local_report.files, list(local_report.captures)
+    hot = verify_path(local, policy) if local else VerifyReport([])
+    files, captures, skipped = hot.files, list(hot.captures), hot.notes
+    if "-" in targets:  # standard input, plain or gzip
+        from .verify import verify_reader
+
+        files.append(verify_reader(sys.stdin.buffer, "-", policy))
     for url in urls:
         url_report = _verify_url(url, namespace, policy, ca_pem, config)
         files += url_report.files
@@ -213,7 +277,7 @@ def verify(
             files += part.files
             captures += part.captures
         tier_rows = [tier_report(tiers, ns, cold) for ns in namespaces]
-    report = VerifyReport(files, captures)
+    report = VerifyReport(files, captures, skipped)
     anchors = []
     if trust:
         from .anchors import check_trusted
@@ -232,9 +296,9 @@ def verify(
             out["tiers"] = [t.__dict__ for t in tier_rows]
         if trust or witness:
             out["anchors"] = [a.__dict__ for a in anchors]
-        sys.stdout.write(json.dumps(out, indent=None) + "\n")
+        _write_quietly(sys.stdout, json.dumps(out, indent=None) + "\n")  # a reader gone: the verdict stands
     else:
-        render_verify(report, policy)
+        render_verify(report)
         console = _err_console()
         for a in anchors:
             verdict = "[green]consistent[/green]" if a.ok else "[red]INCONSISTENT[/red]"
@@ -275,32 +339,70 @@ def _verify_url(url: str, namespace: str | None, policy: Policy, ca_pem: bytes |
     return verify_store(cold, namespace, policy, ca_pem)
 
 
-def render_verify(report: VerifyReport, policy: Policy) -> None:
+def render_verify(report: VerifyReport) -> None:
+    """One line per file (and its notes), then a closing line saying, per file, what was
+    checked and what failed: taken from the reports, never from what the caller hoped."""
     console = _err_console()
     for f in report.files:
-        console.print(_verify_line(f, policy))
+        console.print(_verify_line(f))
         for note in f.notes:
             console.print(f"  note: {escape(note)}")
     for c in report.captures:
         console.print(_capture_line(c))
-    n_ok = sum(f.ok for f in report.files)
-    events = sum(f.events for f in report.files)
-    verdict = "[green]OK[/green]" if report.ok else "[red]FAIL[/red]"
-    kinds = [
-        k for k, on in (("HMAC", policy.keys), ("Ed25519", policy.verifiers), ("forward-secure", policy.fs_seeds)) if on
-    ]
-    sig = (
-        f"{', '.join(kinds)} signatures verified"
-        if kinds
-        else "signatures NOT checked (no --key-file/--pubkey/--fs-seed)"
-    )
-    caps = ""
+    for note in report.notes:
+        console.print(f"note: {escape(note)}")
+    console.print(_verify_summary(report))
+
+
+_SIGS_UNCHECKED = "signatures NOT checked (no --key-file/--pubkey/--fs-seed)"
+
+
+def _what_held(f: FileReport) -> str:
+    """What was checked of a file that held, in words."""
+    state = "sealed" if f.sealed else f"UNSEALED (signed through size {f.signed_size})"
+    if f.signatures != "verified":
+        sigs = _SIGS_UNCHECKED
+    elif f.signers:
+        sigs = f"signatures verified (by {', '.join(f.signers)})"
+    else:
+        sigs = "no checkpoint to sign"
+    return f"chain, {f.checkpoints} checkpoint roots, {state}; {sigs}"
+
+
+def _what_failed(f: FileReport) -> str:
+    e = f.first_error
+    where = f"line {e.line}" if e.line is not None else "file"
+    held = f"; the {f.events} lines before it held" if e.line and f.events else ""
+    sigs = "" if f.signatures == "verified" else f"; {_SIGS_UNCHECKED}"
+    return f"{escape(Path(f.path).name)}: FAILED at {where} ({e.reason}){held}{sigs}"
+
+
+def _verify_summary(report: VerifyReport) -> str:
+    """``OK|FAIL: k/n files intact, E events: <per file: what held, or where and why it failed>``.
+    Files that held alike are grouped (named when few); every failure is named."""
+    files = report.files
+    held: dict[str, list[str]] = {}
+    for f in files:
+        if f.ok:
+            held.setdefault(_what_held(f), []).append(f.path)
+    parts = []
+    for what, paths in held.items():
+        who = ", ".join(escape(Path(p).name) for p in paths) if len(paths) <= 3 else f"{len(paths)} files"
+        parts.append(f"{who}: {escape(what)}")
+    parts += [_what_failed(f) for f in files if not f.ok]
     if report.captures:
         good = sum(c.verdict == "ok" for c in report.captures)
         bad = sum(not c.ok for c in report.captures)
         unchecked = len(report.captures) - good - bad
-        caps = f", {good}/{len(report.captures)} captures intact" + (f" ({unchecked} not checked)" if unchecked else "")
-    console.print(f"{verdict}: {n_ok}/{len(report.files)} files, {events} events{caps}; {sig}")
+        parts.append(
+            f"{good}/{len(report.captures)} captures intact"
+            + (f", {bad} FAILED" if bad else "")
+            + (f" ({unchecked} not checked)" if unchecked else "")
+        )
+    verdict = "[green]OK[/green]" if report.ok else "[red]FAIL[/red]"
+    n_ok = sum(f.ok for f in files)
+    events = sum(f.events for f in files)
+    return f"{verdict}: {n_ok}/{len(files)} files intact, {events} events: " + "; ".join(parts or ["nothing verified"])
 
 
 def _capture_line(c) -> str:
@@ -311,7 +413,7 @@ def _capture_line(c) -> str:
     return f"{label} {what}: {c.verdict}: {escape(c.detail)}"
 
 
-def _verify_line(f: FileReport, policy: Policy) -> str:
+def _verify_line(f: FileReport) -> str:
     # Paths and details quote bytes from the file: never let them be read as markup.
     path = escape(f.path)
     if f.first_error is not None:
@@ -512,10 +614,10 @@ def demo(
     if result.batches:
         console.print(_batches_table(result.batches))
     console.print("[bold]hot tier[/bold]")
-    render_verify(result.report, Policy(keys=(b"x",)))
+    render_verify(result.report)
     if result.cold_report is not None:
         console.print("[bold]cold tier[/bold]")
-        render_verify(result.cold_report, Policy(keys=(b"x",)))
+        render_verify(result.cold_report)
     console.print(f"try: ledger verify --key-file {escape(str(result.key_file))} {escape(str(result.ledger_dir))}")
     ok = result.report.ok and (result.cold_report is None or result.cold_report.ok)
     raise typer.Exit(EXIT_OK if ok else EXIT_EVIDENCE)
@@ -538,15 +640,15 @@ def _config(config: Path | None, root: Path | None, namespace: str | None, store
     return load_config(config, root=str(root) if root else None, namespace=namespace, store=store)
 
 
-def _config_keys(cfg, key_files: list[Path] | None) -> tuple[bytes, ...]:
-    keys = load_keys(key_files)
+def _config_keys(cfg, key_files: list[Path] | None, signing: bool = False) -> tuple[bytes, ...]:
+    keys = load_keys(key_files, signing)
     if not keys and cfg.hmac_key_file:
-        keys = (keymod.load_key_file(cfg.hmac_key_file),)
+        keys = (_load_secret(keymod.load_key_file, cfg.hmac_key_file, signing),)
     return keys
 
 
 def _need_key(cfg, key_files: list[Path] | None) -> tuple[bytes, ...]:
-    keys = _config_keys(cfg, key_files)
+    keys = _config_keys(cfg, key_files, signing=True)
     if not keys:
         raise LedgerError("this command records events: give --key-file (or LEDGER_HMAC_KEY_FILE / hmac_key_file)")
     return keys
@@ -726,6 +828,7 @@ def gc(
     from .capture import gc_captures
 
     cfg = _config(config, root, namespace)
+    keys = None if dry_run else _need_key(cfg, key_file)  # refused before anything is touched
     options = _capture_options(cfg)
     if max_files is not None or max_bytes is not None:
         options = msgspec.structs.replace(
@@ -740,7 +843,6 @@ def gc(
     if dry_run:
         evicted = gc_captures(None, options, dry_run=True, is_offloaded=offloaded.__contains__, in_flight=in_flight)
     else:
-        keys = _need_key(cfg, key_file)
         with _writer(cfg, keys) as led:
             evicted = gc_captures(led, options, is_offloaded=offloaded.__contains__, in_flight=in_flight)
     for e in evicted:
@@ -1037,6 +1139,24 @@ def _tail_flush(out) -> None:
         _quiet_broken_pipe()
 
 
+def _refuse_gzip(path: Path) -> None:
+    """tail follows live session files; an archived .ndjson.gz is for verify to read."""
+    from .errors import UsageError
+    from .verify import GZIP_MAGIC, not_regular
+
+    if path.is_file() and not not_regular(path):
+        try:
+            with open(path, "rb") as f:
+                magic = f.read(2)
+        except OSError:
+            return  # follow() reports it
+        if magic == GZIP_MAGIC:
+            raise UsageError(
+                f"{path} is gzip-compressed (an archived session): tail follows live session files; "
+                f"check it with `ledger verify {path}`"
+            )
+
+
 @app.command()
 @guarded
 def tail(
@@ -1085,6 +1205,7 @@ def tail(
 
     if key_file and not check:
         raise UsageError("--key-file needs --verify")
+    _refuse_gzip(path)
     opts = TailOptions(
         lines=10 if lines is None and since is None else lines,
         follow=follow,
@@ -1100,7 +1221,7 @@ def tail(
     # Our own buffer on fd 1 (even under PYTHONUNBUFFERED): one write() per batch, flushed when idle.
     out = io.BufferedWriter(io.FileIO(sys.stdout.fileno(), "wb", closefd=False), 1 << 16)
     plain = bool(os.environ.get("NO_COLOR"))  # no colour, and no bold or dim either
-    console = Console(
+    console = _Console(
         highlight=False, soft_wrap=True, markup=False, emoji=False, color_system=None if plain else "auto"
     )
     err = _err_console()
@@ -1121,9 +1242,9 @@ def tail(
                     err.print(Text(f"ledger: {_tail_verified_text(item)}"))
                 elif isinstance(item, Notice):
                     err.print(Text(f"ledger: {item.message}"))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C: like coreutils tail -f, 130 (not "everything checked holds")
         _tail_flush(out)
-        raise typer.Exit(EXIT_OK) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except EvidenceError as exc:
         _tail_flush(out)
         err.print(Text(f"ledger: VERIFY FAILED: {exc}", style="bold red"))
@@ -1131,12 +1252,43 @@ def tail(
     _tail_flush(out)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The console script: every way out of a command is one of README's exit codes.
+
+    typer runs in non-standalone mode so that click's own errors (an unknown option, a
+    missing argument) become the one ``ledger: error: ...`` line (exit 2) instead of a
+    usage box, Ctrl-C anywhere is 130 without a traceback, and a reader that has gone is
+    never the tamper code.
+    """
+    from typer import _click as click  # typer >= 0.2x vendors click: its exceptions, not click's
+
     try:
-        app()
-    except BrokenPipeError:
-        _quiet_broken_pipe()
-        sys.exit(0)
+        try:
+            rv = app(args=argv, prog_name="ledger", standalone_mode=False)
+            code = rv if isinstance(rv, int) else EXIT_OK
+        except click.exceptions.NoArgsIsHelpError as exc:  # `ledger`, `ledger prove`: the help
+            _write_quietly(sys.stdout, exc.ctx.get_help() + "\n" if exc.ctx else "")
+            code = EXIT_ERROR
+        except click.ClickException as exc:  # usage: unknown option, missing argument, bad value
+            args = sys.argv[1:] if argv is None else argv
+            fail(exc.format_message(), EXIT_ERROR, "--json" in args and not _NDJSON_COMMANDS.intersection(args[:2]))
+            code = EXIT_ERROR
+        except (click.exceptions.Abort, KeyboardInterrupt):
+            code = EXIT_INTERRUPTED
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+            code = EXIT_OK
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else EXIT_ERROR
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+        except (ValueError, OSError):
+            pass
+    except KeyboardInterrupt:  # a second Ctrl-C while finishing
+        code = EXIT_INTERRUPTED
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def run_demo(
     led = Ledger.open(result.ledger_dir, namespace=NAMESPACE, hmac_key=key, checkpoint_every=250)
     manager, result.capture_note = _capture_manager(led, result.ledger_dir) if captures else (None, "captures off")
     try:
-        asyncio.run(_traffic(led, result, random.Random(seed), manager))
+        _run_quietly_on_interrupt(_traffic(led, result, random.Random(seed), manager))
     finally:
         if manager is not None:
             manager.close()
@@ -114,6 +114,24 @@ def run_demo(
     result.cold_report = verify_store(store, NAMESPACE, policy)
     result.tiers = tier_report(result.ledger_dir, NAMESPACE, store)
     return result
+
+
+def _run_quietly_on_interrupt(coro) -> None:
+    """asyncio.run(coro), except that after a Ctrl-C the connections cut short while the
+    tasks are cancelled are not logged as errors: the interrupt is the one thing to report."""
+    interrupted = False
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        if not interrupted:
+            loop.default_exception_handler(context)
+
+    with asyncio.Runner() as runner:
+        runner.get_loop().set_exception_handler(handler)
+        try:
+            runner.run(coro)
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
 
 
 async def _traffic(led: Ledger, result: DemoResult, rng: random.Random, manager: CaptureManager | None) -> None:

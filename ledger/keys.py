@@ -31,6 +31,18 @@ def parse_key(text: bytes) -> bytes:
         raise KeyFileError("key is not hexadecimal") from None
 
 
+def exposed(path: str | os.PathLike[str], what: str = "key file") -> str | None:
+    """Why a secret file is exposed (readable by group or others), or None. A command that
+    signs refuses such a file; one that only verifies warns (the CLI decides which)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # loading it reports the problem
+    if mode & 0o044:
+        return f"{what} {path} is readable by group or others (mode {mode & 0o777:04o}): chmod 600 {path}"
+    return None
+
+
 def load_key_file(path: str | os.PathLike[str]) -> bytes:
     """Read a key file; any problem is a KeyFileError naming the file, never its content."""
     try:

@@ -157,12 +157,12 @@ class Verifier:
         """
         name, _, rest = vkey.partition("+")
         hash16, _, key64 = rest.partition("+")
-        shown = vkey if len(vkey) <= 200 else vkey[:200] + "..."
+        shown = _named(vkey)  # never the whole value: it may be a secret pasted by mistake
         if not is_valid_name(name) or not _HEX8.match(hash16):
-            raise KeyFileError(f"malformed verifier key {shown!r}: expected name+<8 hex>+<base64>")
+            raise KeyFileError(f"malformed verifier key {shown}: expected name+<8 hex>+<base64>")
         key = _b64decode(key64)
         if not key:
-            raise KeyFileError(f"malformed verifier key {shown!r}: key data is not base64")
+            raise KeyFileError(f"malformed verifier key {shown}: key data is not base64")
         if key[0] != ALG_ED25519:
             raise KeyFileError(f"verifier key {name}+{hash16}: unknown algorithm {key[0]:#04x} (only 0x01 Ed25519)")
         if len(key) != 33:
@@ -418,9 +418,25 @@ def load_verifier_keys(values: Iterable[str]) -> list[Verifier]:
     """
     out: list[Verifier] = []
     for value in values:
-        found = [Verifier.from_vkey(value)] if _VKEY_SHAPE.match(value) else _verifier_file(value)
+        if _VKEY_SHAPE.match(value):
+            found = [Verifier.from_vkey(value)]
+        elif os.path.exists(value):
+            found = _verifier_file(value)
+        elif value.startswith(PRIVATE_PREFIX):
+            raise KeyFileError(f"{_named(value[len(PRIVATE_PREFIX) :])} is a private signer key, not a verifier key")
+        else:
+            raise KeyFileError(
+                f"verifier key {_named(value)}: not name+<8 hex>+<base64>, and cannot be read as a key file (no such file)"
+            )
         out.extend(v for v in found if v not in out)
     return out
+
+
+def _named(value: str) -> str:
+    """A key value by its name (the part before the first '+') and length, never whole."""
+    name = value.partition("+")[0]
+    name = name if len(name) <= 40 and name.isprintable() else name[:40].encode("unicode_escape").decode() + "..."
+    return f"{name!r} ({len(value)} characters)"
 
 
 def _verifier_file(path: str) -> list[Verifier]:

@@ -24,11 +24,14 @@ import base64
 import binascii
 import concurrent.futures
 import dataclasses
+import gzip
 import hashlib
 import multiprocessing
 import os
 import re
+import stat
 import threading
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +158,7 @@ class VerifyReport:
     files: list[FileReport]
     # capture_verify.CaptureCheck: the pcaps the verified sessions recorded (issue 11 item 2).
     captures: list = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. what was skipped, and why
 
     @property
     def ok(self) -> bool:
@@ -165,6 +169,7 @@ class VerifyReport:
             "ok": self.ok,
             "files": [f.as_dict() for f in self.files],
             "captures": [c.as_dict() for c in self.captures],
+            "notes": self.notes,
         }
 
 
@@ -353,18 +358,19 @@ def _scan_lines(lines, st: _Scan, out: _Chunk) -> None:
             out.first_seq = seq
         body = line[: n - 76]
         data = body[m.end() :]
+        try:  # SPEC 5 step 1 before step 2: a bad byte in a string is not_utf8 even in bad JSON
+            if not body.isascii():
+                body.decode("utf-8")
+        except UnicodeDecodeError:
+            out.error = (rel, seq, "not_utf8", "line is not valid UTF-8")
+            break
         if nesting_exceeds(data):
             out.error = (rel, seq, "malformed", f"data nests deeper than {fmt.MAX_DATA_DEPTH} levels")
             break
         try:
             raw_check(data)
-            if not body.isascii():
-                body.decode("utf-8")
         except msgspec.DecodeError as exc:
             out.error = (rel, seq, "malformed", f"data is not one JSON object: {exc}")
-            break
-        except UnicodeDecodeError:
-            out.error = (rel, seq, "not_utf8", "line is not valid UTF-8")
             break
         h = leaf_state()
         h.update(body)
@@ -756,17 +762,57 @@ class _FileCheck:
         return r
 
 
-def verify_file(path: str | os.PathLike[str], policy: Policy = Policy()) -> FileReport:
-    """Verify one session file up to the size it has now. Raises InputError if unreadable."""
-    p = os.fspath(path)
+GZIP_MAGIC = b"\x1f\x8b"  # a session's first byte is '{': the two never collide
+
+
+def not_regular(path: str | os.PathLike[str]) -> str | None:
+    """What ``path`` is when it is not a regular file (a FIFO, socket or device would block
+    or never end), or None. Follows symlinks; a missing path is None (open() reports it)."""
     try:
-        with open(p, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            f.read(0)
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    for test, what in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device")):
+        if test(mode):
+            return what
+    return "a block device" if stat.S_ISBLK(mode) else "not a regular file"
+
+
+def _open_regular(p: str):
+    """Open ``p`` for reading without ever blocking: O_NONBLOCK, then refuse anything but a
+    regular file (stat then open would leave a window for a FIFO to be swapped in)."""
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except IsADirectoryError:
         raise InputError(f"{p}: is a directory") from None
     except OSError as exc:
         raise InputError(f"{p}: {exc.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise InputError(f"{p}: is a directory")
+        raise InputError(f"{p}: {not_regular(p) or 'not a regular file'}, not a session file; refusing to read it")
+    os.set_blocking(fd, True)
+    return open(fd, "rb")
+
+
+def verify_file(path: str | os.PathLike[str], policy: Policy = Policy()) -> FileReport:
+    """Verify one session file up to the size it has now; a gzip-compressed one (by its
+    magic bytes) decompressed, streamed. Raises InputError if unreadable or not a regular
+    file (a FIFO, socket or device is refused, never waited on)."""
+    p = os.fspath(path)
+    with _open_regular(p) as f:
+        try:
+            size = os.fstat(f.fileno()).st_size
+            magic = f.read(2)
+            if magic == GZIP_MAGIC:
+                f.seek(0)
+                return verify_gzip(f, p, policy)
+        except OSError as exc:
+            raise InputError(f"{p}: {exc.strerror or exc}") from None
     check = _FileCheck(p, policy)
     try:
         for chunk in _scan_file(p, size, policy.jobs):
@@ -819,13 +865,21 @@ def verify_path(paths: Sequence[str | os.PathLike[str]], policy: Policy = Policy
         raise InputError("nothing to verify")
     groups: list[list[Path]] = []  # one list per namespace directory (prev links), or a lone file
     ns_dirs: list[Path | None] = []  # the namespace directory of each group found in one
+    notes: list[str] = []
     for p in map(Path, paths):
         if p.is_dir():
             found = session_files(p)
+            for group in found.values():
+                for f in [f for f in group if not_regular(f)]:
+                    notes.append(f"skipped {f}: {not_regular(f)}, not a session file")
+                    group.remove(f)
+            found = {d: g for d, g in found.items() if g}
             if not found:
                 raise InputError(f"{p}: no session files (*.ndjson) found")
             groups.extend(found.values())
             ns_dirs.extend(found)
+        elif what := not_regular(p):
+            raise InputError(f"{p}: {what}, not a session file; refusing to read it")
         elif p.exists():
             groups.append([p])
             ns_dirs.append(None)
@@ -841,7 +895,7 @@ def verify_path(paths: Sequence[str | os.PathLike[str]], policy: Policy = Policy
             files.extend(check_last_seal(ns_dir, done, policy))
     # Captures are evidence too: each pcap recorded below a directory, against its pointer.
     captures = verify_local_captures(files, [p for p in paths if Path(p).is_dir()])
-    return VerifyReport(files, captures)
+    return VerifyReport(files, captures, notes)
 
 
 def check_last_seal(ns_dir: Path, reports: Sequence[FileReport], policy: Policy) -> list[FileReport]:
@@ -1041,6 +1095,43 @@ def verify_stream(stream, name: str, policy: Policy = Policy()) -> FileReport:
     check = _FileCheck(name, policy)
     check.chunk(out)
     return check.finish(counted.count)
+
+
+def verify_gzip(raw, name: str, policy: Policy = Policy()) -> FileReport:
+    """A gzip-compressed session (an archived ``.ndjson.gz``), decompressed as it streams.
+    A gzip that does not decompress is ``bad_gzip``: the archive is damaged."""
+    try:
+        report = verify_stream(gzip.GzipFile(fileobj=raw, mode="rb"), name, policy)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        return FileReport(path=name, first_error=FirstError(None, None, "bad_gzip", f"gzip does not decompress: {exc}"))
+    report.notes.append("gzip-compressed: verified decompressed")
+    return report
+
+
+def verify_reader(stream, name: str, policy: Policy = Policy()) -> FileReport:
+    """A session from a stream that cannot seek (standard input), plain or gzip-compressed
+    (told by its first two bytes), in one pass."""
+    head = b""
+    while len(head) < 2 and (more := stream.read(2 - len(head))):
+        head += more
+    src = _Prefixed(head, stream)
+    return verify_gzip(src, name, policy) if head == GZIP_MAGIC else verify_stream(src, name, policy)
+
+
+class _Prefixed:
+    """``prefix`` followed by ``stream``, for ``read(n)`` alone."""
+
+    def __init__(self, prefix: bytes, stream) -> None:
+        self.prefix = prefix
+        self.stream = stream
+
+    def read(self, n: int = -1) -> bytes:
+        if self.prefix:
+            out, self.prefix = (
+                (self.prefix, b"") if n < 0 or n >= len(self.prefix) else (self.prefix[:n], self.prefix[n:])
+            )
+            return out if n < 0 or len(out) == n else out + self.stream.read(n - len(out))
+        return self.stream.read(n)
 
 
 class _CountingReader:

@@ -183,3 +183,51 @@ def test_every_command_prints_its_help():
         result = runner.invoke(app, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output, result.exception)
         assert "Usage" in result.output, path
+
+
+# ---- key files: exposed ones are refused for signing, warned about for verifying ---------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["archive", "--store", "STORE"],
+        ["gc", "--max-files", "0"],
+        ["capture", "--ip", "10.0.0.1", "--cn", "alice", "--reason", "r", "--duration", "1"],
+    ],
+    ids=["archive", "gc", "capture"],
+)
+def test_commands_that_sign_refuse_a_key_readable_by_others(site, command):
+    root, store, key_file, common = site
+    key_file.chmod(0o644)
+    before = sorted(p.name for p in (root / NS).iterdir())
+    r = ledger(*[store if a == "STORE" else a for a in command], *common)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ledger: error: refusing to sign"), r.stderr
+    assert "readable by group or others (mode 0644)" in lines[0] and f"chmod 600 {key_file}" in lines[0]
+    assert load_key_file(key_file).hex() not in r.stderr + r.stdout
+    assert sorted(p.name for p in (root / NS).iterdir()) == before  # nothing was written
+
+
+def test_verify_warns_once_about_a_key_readable_by_others(site, tmp_path):
+    root, _, key_file, _ = site
+    key_file.chmod(0o640)
+    r = ledger("verify", "--key-file", str(key_file), str(root))
+    assert r.returncode == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("ledger: warning: ")]
+    assert len(warnings) == 1 and "readable by group or others (mode 0640)" in warnings[0], r.stderr
+    key_file.chmod(0o600)
+    assert "warning" not in ledger("verify", "--key-file", str(key_file), str(root)).stderr
+
+
+def test_an_unparseable_pubkey_is_named_not_echoed(site):
+    root, _, _, _ = site
+    secret = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="
+    for value in (f"PRIVATE+KEY+alpha+12345678+{secret}", f"alpha+12345678+{secret[:-1]}", f"alpha+1234+{secret}"):
+        r = ledger("verify", "--pubkey", value, str(root))
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("ledger: error: "), r.stderr
+        assert "'alpha'" in lines[0] and f"({len(value.removeprefix('PRIVATE+KEY+'))} characters)" in lines[0], lines
+        assert secret[:20] not in r.stderr, r.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -955,3 +956,111 @@ def test_from_config_file_store_starts_a_worker(tmp_path):
         finally:
             worker.stop()
     assert verify_store(open_store(cold.as_uri()), NS, POLICY).ok
+
+
+# ---- timestamps without a CA; CA and keys from the configuration (issue 11, section 3) -----
+
+
+def _cli(*args, env: dict | None = None) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "ledger.entry", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**clean, **(env or {})},
+    )
+
+
+def _break_signature(token: bytes) -> bytes:
+    """The token with one bit of its signature (the last bytes of the DER) flipped."""
+    b = bytearray(token)
+    b[-3] ^= 0x01
+    return bytes(b)
+
+
+@pytest.fixture
+def stamped(tsa, tmp_path):
+    """One archived session with a real token; the key file (0600) and the store."""
+    pki, server = tsa
+    root = tmp_path / "hot"
+    (session,) = make_sessions(root, 1)
+    store = open_store((tmp_path / "cold").as_uri())
+    assert archive_all(root, store, tsa_url=server.url).errors == []
+    key_file = tmp_path / "hmac.key"
+    key_file.write_text(KEY.hex() + "\n")
+    key_file.chmod(0o600)
+    return store, store.root / session_keys(NS, session).tsr, key_file
+
+
+def test_a_token_with_a_broken_signature_fails_without_a_ca(stamped):
+    store, tsr, _ = stamped
+    good = verify_store(store, NS, POLICY)
+    assert good.ok
+    (note,) = [n for n in good.files[0].notes if n.startswith("RFC 3161 timestamp ")]
+    assert "imprint matches the manifest" in note
+    assert "signature verified with the certificate the token carries (CN=ledger test TSA)" in note
+    assert "TSA certificate not checked: no CA given" in note
+    tsr.write_bytes(_break_signature(tsr.read_bytes()))
+    bad = verify_store(store, NS, POLICY)
+    err = bad.files[0].first_error
+    assert err is not None and err.reason == "bad_timestamp", bad.files[0].as_dict()
+    assert "signature does not verify with the certificate it carries" in err.detail
+
+
+def test_verify_uses_the_tsa_ca_and_key_the_configuration_names(stamped, tsa, tmp_path):
+    pki, _ = tsa
+    store, tsr, key_file = stamped
+    stranger = make_pki(tmp_path / "stranger")
+    config = tmp_path / "ledger.toml"
+
+    def configure(ca: Path) -> None:
+        config.write_text(f'hmac_key_file = "{key_file}"\n[cold]\ntsa_ca_file = "{ca}"\n')
+
+    configure(pki.ca_pem)
+    ok = _cli("verify", "--config", config, "--json", store.url)
+    assert ok.returncode == 0, ok.stderr
+    (f,) = json.loads(ok.stdout)["files"]
+    assert f["signatures"] == "verified" and f["signers"], f  # the config's HMAC key was used
+    assert any("TSA certificate chain verified" in n for n in f["notes"]), f["notes"]
+    configure(stranger.ca_pem)  # a CA that never certified this TSA: the config's CA is used
+    bad = _cli("verify", "--config", config, "--json", store.url)
+    assert bad.returncode == 1, bad.stderr
+    err = json.loads(bad.stdout)["files"][0]["first_error"]
+    assert err["reason"] == "bad_timestamp" and "against the TSA CA" in err["detail"]
+    assert "ErrorStack" not in err["detail"] and "\n" not in err["detail"], err["detail"]
+    # LEDGER_TSA_CA_FILE and LEDGER_HMAC_KEY_FILE, without a file
+    env = {"LEDGER_TSA_CA_FILE": str(stranger.ca_pem), "LEDGER_HMAC_KEY_FILE": str(key_file)}
+    assert _cli("verify", store.url, env=env).returncode == 1
+    # a broken signature without any CA fails too
+    tsr.write_bytes(_break_signature(tsr.read_bytes()))
+    assert _cli("verify", "--key-file", key_file, store.url).returncode == 1
+
+
+def test_tsa_ca_that_is_not_pem_is_a_usage_error(stamped, tmp_path):
+    store, _, key_file = stamped
+    not_pem = tmp_path / "ca.der"
+    not_pem.write_bytes(b"\x30\x82\x01\x00 not a certificate")
+    run = _cli("verify", "--key-file", key_file, "--tsa-ca", not_pem, store.url)
+    assert run.returncode == 2
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ledger: error: "), run.stderr
+    assert "not a PEM certificate file" in lines[0] and "internal error" not in lines[0]
+
+
+def test_verify_of_a_local_file_uses_the_config_hmac_key(tmp_path):
+    root = tmp_path / "hot"
+    (session,) = make_sessions(root, 1)
+    key_file = tmp_path / "hmac.key"
+    key_file.write_text(KEY.hex() + "\n")
+    key_file.chmod(0o600)
+    config = tmp_path / "ledger.toml"
+    config.write_text(f'hmac_key_file = "{key_file}"\n')
+    path = root / NS / f"{session}.ndjson"
+    with_config = _cli("verify", "--config", config, path)
+    assert with_config.returncode == 0 and "NOT checked" not in with_config.stderr, with_config.stderr
+    other = tmp_path / "other.key"
+    other.write_text(bytes(32).hex() + "\n")
+    other.chmod(0o600)
+    config.write_text(f'hmac_key_file = "{other}"\n')
+    assert _cli("verify", "--config", config, path).returncode == 1  # a key the session was not signed with

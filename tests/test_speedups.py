@@ -1268,3 +1268,33 @@ def helper_in_fresh_interpreter(pure: str | None) -> str:
 def test_pure_python_env_turns_the_helper_off():
     assert helper_in_fresh_interpreter("1") == "True"
     assert helper_in_fresh_interpreter(None) == "False"
+
+
+# ---- reasons as SPEC section 5 names them ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        b'{"note":"bad \xff byte"}',  # inside a string of data
+        b'{"n\xc3":"key"}',  # a truncated sequence inside a key
+        b'{"a":["\xed\xa0\x80"]}',  # a surrogate, in a nested string
+        b'{"a":"\xff",}',  # and the JSON is bad too: UTF-8 is step 1, shape step 2
+        b'{"a":"\xff}',  # an unterminated string
+        b'{"a":"\x01\xff"}',  # a raw control character in the same string
+        b'{"a":' + b"[" * 200 + b'"\xff"' + b"]" * 200 + b"}",  # nested past the limit
+    ],
+)
+def test_bad_utf8_inside_a_json_string_is_not_utf8_both_ways(tmp_path, where):
+    """A bad UTF-8 byte inside a JSON string is `not_utf8` (SPEC 5 step 1 comes before the
+    shape of step 2), never `malformed`, with the C helper and the reference alike."""
+    b = SessionBuilder(NS, SID, [KEY])
+    lines = [b.opened_line(ts(0)), b.line("conn.anomaly", data_of(1), ts(1))]
+    event = b'{"v":1,"seq":2,"ts":"' + ts(2).encode() + b'","kind":"conn.anomaly","data":' + where + b"}"
+    lines.append(append_raw(b, event))
+    lines.append(b.line("conn.anomaly", data_of(3), ts(3)))
+    path = write(tmp_path / "s.ndjson", lines)
+    pure, _ = assert_same_everywhere(path)
+    assert pure["error"][2] == "not_utf8", pure["error"]
+    report = verify.verify_file(path, KEYED)
+    assert (report.first_error.line, report.first_error.reason) == (3, "not_utf8")

@@ -109,7 +109,11 @@ def assert_one_error_line(p: subprocess.CompletedProcess) -> None:
     lines = p.stderr.splitlines()
     assert len(lines) == 1, p.stderr
     assert lines[0].startswith("ledger: error: ")
-    assert p.stdout == ""
+    if "--json" in p.args:  # README: --json prints one object that parses, even on failure
+        out = json.loads(p.stdout)
+        assert out["ok"] is False and out["exit_code"] == 2 and out["error"] == lines[0][len("ledger: error: ") :]
+    else:
+        assert p.stdout == ""
 
 
 def ts(seq: int, offset_s: int = 0) -> str:
