@@ -70,7 +70,11 @@ def ledger_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProce
 
 
 def cli_env(backend: Backend) -> dict:
-    return {"AWS_ENDPOINT_URL_S3": backend.endpoint()} if backend.kind == "s3" else {}
+    # Retention 0: these tests are about what a run may delete, so everything archived is due.
+    env = {"LEDGER_HOT_RETENTION_DAYS": "0"}
+    if backend.kind == "s3":
+        env["AWS_ENDPOINT_URL_S3"] = backend.endpoint()
+    return env
 
 
 def all_keys(store) -> list[str]:

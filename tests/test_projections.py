@@ -370,7 +370,7 @@ def test_locally_deleted_archived_session_is_no_warning(tmp_path):
     with Projector(tmp_path, "n1") as p:
         r = p.catch_up()
         assert not r.rebuilt and r.changed == []
-        assert p.rebuild().changed == []
+        assert p.rebuild(allow_loss=True).changed == []  # no store here: the operator accepts the hot tier alone
 
 
 def test_cut_folded_session_is_a_change(tmp_path):

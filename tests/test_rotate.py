@@ -104,8 +104,9 @@ class Site:
         return ledger("rotate-remote", *args, *self.common, "--store", self.url, env={**self.env, **(env or {})})
 
     def objects(self) -> set[str]:
-        """Every key in the store, checkpoint notes included."""
-        return {i.key for i in self.store.list("")}
+        """Every key in the store, checkpoint notes included; not the namespace claim
+        (``<ns>/owner.json``), which no rotation deletes."""
+        return {i.key for i in self.store.list("") if not i.key.endswith("/owner.json")}
 
     def keys_of(self, *days: int) -> set[str]:
         """The objects the store holds for the sessions sealed ``days`` ago."""
