@@ -22,9 +22,12 @@ import msgspec
 VERSION = 1
 ZERO_CHAIN = bytes(32)
 
-# `,"chain":"` + 64 hex + `"}` : every line ends with these 76 bytes, then LF.
+# `,"chain":"` + 64 hex + `"}` : every line ends with this trailer (76 bytes), then LF.
 CHAIN_KEY = b',"chain":"'
-TRAILER_LEN = len(CHAIN_KEY) + 64 + 2
+CHAIN_HEX_LEN = 64
+TRAILER_LEN = len(CHAIN_KEY) + CHAIN_HEX_LEN + 2
+# The chain hex starts this many bytes (66) before the end of a line without its LF.
+CHAIN_HEX_BACK = TRAILER_LEN - len(CHAIN_KEY)
 # A verifier refuses longer lines without buffering them (SPEC.md 2.1).
 MAX_LINE_BYTES = 16 * 2**20
 # data nests objects and arrays at most this deep, data itself being level 1 (SPEC.md
@@ -202,7 +205,7 @@ def event_of_line(line: bytes) -> bytes:
 def chain_of_line(line: bytes) -> str:
     if line.endswith(b"\n"):
         line = line[:-1]
-    return line[-66:-2].decode("ascii")
+    return line[-CHAIN_HEX_BACK:-2].decode("ascii")
 
 
 # ---- checkpoints and signatures -----------------------------------------------------

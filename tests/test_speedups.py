@@ -1,12 +1,12 @@
 """Tests for ledger._speedups, the optional C hot loop of ledger.verify.
 
 The contract (top of ledger/_speedups.c): ``scan()`` may only ACCEPT a line that the
-reference loop (verify._scan_lines) accepts, with exactly the same effect on the scan
+reference loop (verify.scan._scan_lines) accepts, with exactly the same effect on the scan
 state (chain, seq, the compact range's stack), and DECLINES everything else, which the
 reference then decides. Declining is always safe; accepting wrongly is the one bug that
 matters. So every test here is either a primitive against its Python counterpart or a
 differential: the same input through verify with the helper and with
-``verify._speedups = None`` must give identical results, field by field.
+``verify.scan._speedups = None`` must give identical results, field by field.
 
 1. The primitives: ``sha256`` against hashlib; ``json_object_ok`` never accepting what
    msgspec rejects (and accepting compact JSON objects); ``utf8_ok`` against
@@ -47,6 +47,8 @@ from ledger.format import format_ts
 from ledger.merkle import leaf_hash
 from ledger.session import SessionBuilder
 from ledger.verify import Policy
+from ledger.verify import parallel as verify_parallel
+from ledger.verify import scan as verify_scan
 
 try:
     from ledger import _speedups
@@ -168,19 +170,19 @@ class CountingHelper:
 
 
 @contextmanager
-def patched(name: str, value):
-    """verify.<name> = value for a while (monkeypatch's effect, at a fraction of its cost)."""
-    saved = getattr(verify, name)
-    setattr(verify, name, value)
+def patched(module, name: str, value):
+    """<module>.<name> = value for a while (monkeypatch's effect, at a fraction of its cost)."""
+    saved = getattr(module, name)
+    setattr(module, name, value)
     try:
         yield
     finally:
-        setattr(verify, name, saved)
+        setattr(module, name, saved)
 
 
 def helper(module):
     """verify with this helper module (None: the reference loop alone)."""
-    return patched("_speedups", module)
+    return patched(verify_scan, "_speedups", module)
 
 
 def outcome(fn, *args):
@@ -861,7 +863,7 @@ def verdict(path: Path, policy: Policy) -> tuple[dict, list[dict]]:
         chunks.append(chunk_facts(c))
         return c
 
-    with patched("scan_chunk", spy):
+    with patched(verify_parallel, "scan_chunk", spy):
         report = verify.verify_file(path, policy)
     return report_facts(report), chunks
 
@@ -871,7 +873,7 @@ def test_every_byte_changed_both_ways(tmp_path, monkeypatch):
     data = b"".join(lines)
     assert len(lines) == 12 and b"\\/" in lines[9] and "ü".encode() in data and b'\\"' in data
     # smaller read blocks than 4 MiB only to save allocating one per call: one block either way
-    monkeypatch.setattr(verify, "BLOCK_SIZE", 1 << 16)
+    monkeypatch.setattr(verify_scan, "BLOCK_SIZE", 1 << 16)
     path = write(tmp_path / "s.ndjson", data)
     _, pure, counting = both_ways(verdict, path, KEYED)
     assert pure[0]["first_error"] is None
@@ -911,10 +913,10 @@ def both_ways_with(path: Path, policy: Policy) -> tuple[dict, dict]:
     plain line the reference accepted. Returns the reference's."""
     size = path.stat().st_size
     with_c, pure, counting = both_ways(scan_facts, path, 0, size)
-    assert_same(f"scan_chunk({path.name}) with BLOCK_SIZE {verify.BLOCK_SIZE}", with_c, pure)
-    assert counting.accepted == plain_lines_accepted(pure), f"BLOCK_SIZE {verify.BLOCK_SIZE}"
+    assert_same(f"scan_chunk({path.name}) with BLOCK_SIZE {verify_scan.BLOCK_SIZE}", with_c, pure)
+    assert counting.accepted == plain_lines_accepted(pure), f"BLOCK_SIZE {verify_scan.BLOCK_SIZE}"
     c_report, pure_report, _ = both_ways(file_facts, path, policy)
-    assert_same(f"verify_file({path.name}) with BLOCK_SIZE {verify.BLOCK_SIZE}", c_report, pure_report)
+    assert_same(f"verify_file({path.name}) with BLOCK_SIZE {verify_scan.BLOCK_SIZE}", c_report, pure_report)
     return pure, pure_report
 
 
@@ -925,7 +927,7 @@ BLOCK_SIZES = [1, 7, 100, 300, 4096]
 def test_small_read_blocks(tmp_path, monkeypatch, long_session, block):
     path = write(tmp_path / "s.ndjson", long_session)
     reference = both_ways_with(path, KEYED)  # at the default block size
-    monkeypatch.setattr(verify, "BLOCK_SIZE", block)
+    monkeypatch.setattr(verify_scan, "BLOCK_SIZE", block)
     assert both_ways_with(path, KEYED) == reference
     assert reference[1]["first_error"] is None and reference[1]["events"] == 200
 
@@ -935,7 +937,7 @@ def test_small_read_blocks_torn_tail(tmp_path, monkeypatch, long_session, block)
     torn = long_session[:120] + [long_session[120][:-40]]
     path = write(tmp_path / "s.ndjson", torn)
     reference = both_ways_with(path, ALLOW)
-    monkeypatch.setattr(verify, "BLOCK_SIZE", block)
+    monkeypatch.setattr(verify_scan, "BLOCK_SIZE", block)
     assert both_ways_with(path, ALLOW) == reference
     assert reference[0]["torn_bytes"] == len(long_session[120]) - 40
     assert reference[1]["first_error"] is None and reference[1]["events"] == 120
@@ -977,7 +979,7 @@ def test_line_length_limit(tmp_path, monkeypatch, block, case, line, reason):
     assert all(len(x) - 1 <= MAX_LINE for i, x in enumerate(lines) if i != 110 and x.endswith(b"\n"))
     path = write(tmp_path / "s.ndjson", lines)
     if block is not None:
-        monkeypatch.setattr(verify, "BLOCK_SIZE", block)
+        monkeypatch.setattr(verify_scan, "BLOCK_SIZE", block)
     chunk, report = both_ways_with(path, ALLOW)
     e = report["first_error"]
     assert (e and (e["line"], e["reason"])) == ((line, reason) if reason else None), e
@@ -1040,7 +1042,7 @@ def test_gzip_stream_both_ways(tmp_path, long_session, most, shape):
 @pytest.mark.parametrize("shape", ["sealed", "tampered", "torn"])
 def test_parallel_chunks_both_ways(tmp_path, monkeypatch, long_session, shape):
     # with the helper, chunks are scanned in threads; without it, in worker processes
-    monkeypatch.setattr(verify, "PARALLEL_MIN_BYTES", 4096)
+    monkeypatch.setattr(verify_parallel, "PARALLEL_MIN_BYTES", 4096)
     lines = list(long_session)
     if shape == "tampered":
         lines[120] = lines[120].replace(b'"i":120', b'"i":121')
@@ -1222,7 +1224,7 @@ class Counting:
         accepted += count
         return pos, count, chain
 
-verify._speedups = Counting
+verify.scan._speedups = Counting
 c = verify.scan_chunk(sys.argv[1], 0, int(sys.argv[2]))
 print(json.dumps({"accepted": accepted, "lines": c.lines, "error": c.error, "last_chain": c.last_chain.hex(),
                   "nodes": [[lv, i, h.hex()] for lv, i, h in c.range.nodes]}))

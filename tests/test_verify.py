@@ -845,7 +845,7 @@ def test_file_growing_during_verify_is_read_to_its_starting_size(tmp_path, monke
             f.write(b"".join(t[6:]) + b'{"v":1,"seq":9,"ts"')
         return real_scan(p, start, end)
 
-    monkeypatch.setattr(verify_mod, "scan_chunk", scan_then_grow)
+    monkeypatch.setattr(verify_mod.parallel, "scan_chunk", scan_then_grow)
     r = verify_file(path, ALLOW)
     assert r.ok and r.events == 6 and r.torn_tail_bytes == 0
     assert r.bytes == sum(map(len, t[:6]))
@@ -899,29 +899,29 @@ def _prefix_root_and_chain(lines: list[bytes], n: int) -> tuple[str, str]:
 
 @pytest.fixture
 def big_session(tmp_path, monkeypatch):
-    monkeypatch.setattr(verify_mod, "PARALLEL_MIN_BYTES", 64 * 2**10)
+    monkeypatch.setattr(verify_mod.parallel, "PARALLEL_MIN_BYTES", 64 * 2**10)
     _, t = build(1500, 100)
     path = write(tmp_path / "big.ndjson", t)
     assert path.stat().st_size > 4 * 64 * 2**10
     calls = []
-    real = verify_mod._boundaries
+    real = verify_mod.parallel._boundaries
 
     def spy(*a):
         calls.append(real(*a))
         return calls[-1]
 
-    monkeypatch.setattr(verify_mod, "_boundaries", spy)
+    monkeypatch.setattr(verify_mod.parallel, "_boundaries", spy)
     _HANGS.clear()
     return path, t, calls
 
 
-# A bug this suite found (fixed in ledger/verify.py _scan_file): stopping at a bad line closed a
+# A bug this suite found (fixed in ledger/verify/parallel.py _scan_in_processes): stopping at a bad line closed a
 # `with Pool(...)` around imap, Pool.terminate() SIGTERMed workers, one killed mid-put kept the
 # result queue's write lock, and terminate() waited forever. The guard below keeps a regression
 # from stalling the suite; test_parallel_verify_stopping_early_never_hangs catches it.
 POOL_HANG_BUG = (
     "parallel verify hung after stopping early: Pool.terminate() killed a worker holding the result "
-    "queue's lock (see ledger/verify.py _scan_file)"
+    "queue's lock (see ledger/verify/parallel.py _scan_in_processes)"
 )
 
 
@@ -973,7 +973,7 @@ _EARLY_STOP_LOOP = r"""
 import faulthandler, sys
 from ledger import format as fmt, verify
 from ledger.session import SessionBuilder
-verify.PARALLEL_MIN_BYTES = 1
+verify.parallel.PARALLEL_MIN_BYTES = 1
 key = bytes(range(32))
 b = SessionBuilder("edge-1", "20261123T200000.000000Z-hang", [key])
 lines = [b.opened_line(fmt.format_ts(0))]
@@ -1195,11 +1195,13 @@ def test_many_files_in_workers_match_one_process(tmp_path, monkeypatch):
     write(tmp_path / "c" / "other" / f"{SID}.ndjson", bad)
     write(tmp_path / "d.ndjson", SMALL)
     sizes = [q.stat().st_size for q in tmp_path.rglob("*.ndjson")]
-    monkeypatch.setattr(verify_mod, "PARALLEL_MIN_BYTES", max(sizes) + 1)  # each small, all together not
+    monkeypatch.setattr(verify_mod.parallel, "PARALLEL_MIN_BYTES", max(sizes) + 1)  # each small, all together not
     assert sum(sizes) > max(sizes) + 1
     forks = []
-    real_get_context = verify_mod.multiprocessing.get_context
-    monkeypatch.setattr(verify_mod.multiprocessing, "get_context", lambda *a: forks.append(a) or real_get_context(*a))
+    real_get_context = verify_mod.parallel.multiprocessing.get_context
+    monkeypatch.setattr(
+        verify_mod.parallel.multiprocessing, "get_context", lambda *a: forks.append(a) or real_get_context(*a)
+    )
     paths = [tmp_path / "a", tmp_path / "b", tmp_path / "c", tmp_path / "d.ndjson"]
     serial = verify_path(paths, KEYED)
     assert not forks
