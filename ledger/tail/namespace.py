@@ -21,7 +21,7 @@ from ..errors import EvidenceError
 from ..verify import Policy, prev_link, verify_file
 from .backward import last_boundary, lines_backward
 from .items import Notice, Parsed, TailEvent, TailItem, TailOptions, Verified, matches, parse_line
-from .verifier import ANY_PREV, TailVerifier
+from .verifier import ANY_PREV, TailVerifier, failure
 from .watch import IN_CLOSE_WRITE, IN_CREATE, IN_MOVED_TO, REFRESH_S
 
 READ_MAX = 4 * 2**20
@@ -33,7 +33,7 @@ class _Session:
 
     def __init__(self, path: Path, fd: int, offset: int, verifier: TailVerifier | None) -> None:
         self.path = path
-        self.session = path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else path.name
+        self.session = session_name(path)
         self.fd = fd
         self.offset = offset  # end of the last complete line consumed
         self.partial = b""  # bytes after it, held until their LF arrives
@@ -58,7 +58,13 @@ def _open(path: Path) -> int:
     return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
 
 
+def session_name(path: Path) -> str:
+    """The session a file holds: its name without ``.ndjson`` (a file given by path may lack it)."""
+    return path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else path.name
+
+
 def is_session_name(name: str) -> bool:
+    """A session file's name (``*.ndjson``, not hidden)."""
     return name.endswith(SUFFIX) and not name.startswith(".")
 
 
@@ -157,9 +163,7 @@ class Source:
         """An older session the backlog reaches into: verified whole, and linked to the next."""
         report = verify_file(path, Policy(keys=self.opts.keys, jobs=self.opts.jobs))
         if not report.ok:
-            e = report.first_error
-            where = f"line {e.line}: " if e.line is not None else ""
-            raise EvidenceError(f"{path}: {where}{e.reason}: {e.detail}", path=str(path), line=e.line)
+            raise failure(str(path), report.first_error)
         if newer_prev is not ANY_PREV and newer_prev != prev_link(report):
             raise EvidenceError(
                 f"{newer}: line 1: prev_mismatch: prev does not match sealed session {report.session}",
@@ -168,7 +172,7 @@ class Source:
             )
         item = Verified(
             self.namespace,
-            path.name[: -len(SUFFIX)],
+            session_name(path),
             path,
             report.events,
             report.checkpoints,
@@ -180,7 +184,7 @@ class Source:
 
     def _collect(self, path: Path, fd: int, end: int, want: int | None, found: list[TailEvent]) -> bool:
         """Add matching events of one file, newest first; True once enough are found."""
-        session = path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else path.name
+        session = session_name(path)
         since = self.opts.since
         for _off, raw in lines_backward(fd, end):
             if raw is None:

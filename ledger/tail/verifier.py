@@ -12,18 +12,27 @@ second) and only with ``verify``; without it nothing before the backlog is read.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .. import format as fmt
 from ..errors import EvidenceError
 from ..verify import IncrementalCheck, Policy
 
+if TYPE_CHECKING:
+    from ..verify import FirstError
+
 ANY_PREV = object()  # no expectation on prev
 
 
-def _first_error(check: IncrementalCheck, display: str) -> EvidenceError:
-    e = check.report.first_error
+def failure(display: str, e: FirstError | None) -> EvidenceError:
+    """A verification failure as tail raises it: "FILE: line N: reason: detail"."""
     where = f"line {e.line}: " if e and e.line is not None else ""
     what = f"{e.reason}: {e.detail}" if e else "does not verify"
     return EvidenceError(f"{display}: {where}{what}", path=display, line=e.line if e else None)
+
+
+def _first_error(check: IncrementalCheck, display: str) -> EvidenceError:
+    return failure(display, check.report.first_error)
 
 
 class TailVerifier:
