@@ -17,7 +17,7 @@ key is a path to a key file, and S3 credentials come from boto3's usual chain.
     interval_s = 60
     tsa_url = "http://tsa.example/tsr"    # optional RFC 3161 timestamps
 
-    [cold.s3]                          # ledger.cold.stores.StoreOptions
+    [cold.s3]                          # ledger.cold.stores.StoreOptions, checked here
     endpoint_url = "https://minio.internal:9000"
     sse = "AES256"
 """
@@ -31,6 +31,7 @@ from typing import Annotated
 
 import msgspec
 
+from .cold.stores.base import StoreOptions
 from .errors import UsageError
 
 ENV_PREFIX = "LEDGER_"
@@ -47,7 +48,9 @@ class ColdConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tsa_ca_file: str | None = None
     backoff_base_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
-    s3: dict = msgspec.field(default_factory=dict)
+    # Converted here, with the rest of the file, and only here: a typo in [cold.s3]
+    # fails at start like any other key, not when a store is first opened.
+    s3: StoreOptions = msgspec.field(default_factory=StoreOptions)
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

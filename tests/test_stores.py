@@ -660,3 +660,18 @@ def test_store_module_surface():
     assert issubclass(ObjectConflict, EvidenceError) and issubclass(DigestMismatch, EvidenceError)
     assert issubclass(ObjectNotFound, StoreError)
     assert stores.DELETE_BATCH == 1000
+
+
+def test_cold_s3_config_is_store_options_checked_at_load(tmp_path):
+    from ledger.config import load_config
+
+    config = tmp_path / "ledger.toml"
+    config.write_text('[cold.s3]\nmax_attempts = 1\nsse = "AES256"\n')
+    options = load_config(config, env={}).cold.s3
+    assert options == StoreOptions(max_attempts=1, sse="AES256")
+    assert load_config(env={}).cold.s3 == StoreOptions()
+    for bad, where in (("max_attempt = 1", "$.cold.s3"), ("max_attempts = 0", "$.cold.s3.max_attempts")):
+        config.write_text(f"[cold.s3]\n{bad}\n")
+        with pytest.raises(UsageError) as info:
+            load_config(config, env={})
+        assert where in one_line(info.value)
