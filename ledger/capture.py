@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import msgspec
 
 from . import format as fmt
-from . import metrics
+from . import layout, metrics
 from .errors import LedgerError, UsageError
 from .events import CaptureEvicted, CaptureFailed, CaptureSealed, CaptureStarted
 
@@ -84,7 +84,7 @@ CAPTURE_ID_PATTERN = "^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$"
 INTERFACE_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,31}$"
 MAX_CN_CHARS = 256
 MAX_TEXT_CHARS = 256  # reason, anomaly_id
-PCAP_SUFFIX = ".pcap"
+PCAP_SUFFIX = layout.PCAP_SUFFIX
 
 _CAPTURE_FILE_RE = re.compile(CAPTURE_ID_PATTERN[:-1] + re.escape(PCAP_SUFFIX) + "$")
 _CONTROL_RE = re.compile("[\x00-\x1f\x7f]")
@@ -347,7 +347,7 @@ def plan_gc(
 
 def default_capture_dir(root: str | os.PathLike[str], namespace: str) -> Path:
     """``<root>/<namespace>/captures``: where capture, demo, gc and captures all look."""
-    return Path(root) / namespace / "captures"
+    return layout.captures_dir(root, namespace)
 
 
 def scan_captures(capture_dir: str | os.PathLike[str]) -> list[CaptureFile]:
@@ -581,7 +581,7 @@ class CaptureManager:
     def _new_run(self, cn, ip, reason, severity, anomaly_id, duration) -> _Run:
         while True:
             cid = new_capture_id()
-            path = self.dir / f"{cid}{PCAP_SUFFIX}"
+            path = layout.pcap_path(self.dir, cid)
             if cid not in self._running and cid not in self._index and not path.exists():
                 return _Run(cid, cn, ip, reason, severity, anomaly_id, str(path), duration)
 

@@ -18,7 +18,6 @@ import errno
 import fcntl
 import functools
 import hashlib
-import hmac
 import logging
 import os
 import queue
@@ -32,10 +31,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from . import format as fmt
-from . import fsseal, lastseal, metrics, notes
+from . import fsseal, hot, layout, metrics, notes
 from .config import default_namespace
-from .errors import LedgerError, LockedError, UsageError
-from .files import fsync_dir, sha256_file
+from .errors import LedgerError, LockedError, UsageError, failure_text
+from .files import fsync_dir, replace_atomic, sha256_file
 from .keys import key_id
 from .session import SessionBuilder
 from .verify import Policy, verify_file
@@ -43,13 +42,19 @@ from .verify import Policy, verify_file
 log = logging.getLogger("ledger.writer")
 
 DROP_REASONS = ("queue_full", "closed", "writer_failed", "invalid", "too_large", "disk_full")
-LAST_SEAL = lastseal.FILE_NAME
-LOCK_FILE = ".lock"
-QUARANTINE_SUFFIX = ".quarantined"
+# The names are ledger.layout's; kept here under the names embedders and tests import.
+LAST_SEAL = layout.LAST_SEAL_FILE
+LOCK_FILE = layout.LOCK_FILE
+QUARANTINE_SUFFIX = layout.QUARANTINE_SUFFIX
 # The writer's drop counts, rewritten in place (pwrite of a fixed-size record, so a
 # full disk cannot refuse it) at every drop: crash recovery puts them in the seal.
-DROPS_FILE = ".drops"
-DROPS_BYTES = 512
+DROPS_FILE = layout.DROPS_FILE
+DROPS_BYTES = hot.DROPS_BYTES
+# The seal records live in the hot tier's module, so the cold tier reads them without
+# importing the writer; re-exported for the code that imports them from here.
+SEALS_DIR = layout.SEALS_DIR
+SealRecord = hot.SealRecord
+read_seal_record = hot.read_seal_record
 # A full disk (or quota): the writer counts events as dropped (disk_full) and tries
 # again after PROBE_MIN_S, doubling up to PROBE_MAX_S; any other write error stops it.
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -161,7 +166,7 @@ class Ledger:
         self.root = root
         self.namespace = namespace
         self.config = config
-        self.dir = root / namespace
+        self.dir = layout.namespace_dir(root, namespace)
         self._keys = keys
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._qsize = self._queue.qsize
@@ -174,7 +179,7 @@ class Ledger:
         self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         self._drops_fd = -1
         self._drops_session = ""
-        self._drops_mac = _DropsMac(namespace, keys[0])
+        self._drops_mac = hot.DropsMac(namespace, keys[0])
         self._kinds_ok: set[str] = set()
         self._seal_listeners: list = []
         self._events = 0
@@ -221,7 +226,7 @@ class Ledger:
                 raise UsageError(f"cannot create {d}: {exc.strerror}") from None
 
     def _lock(self) -> int:
-        path = self.dir / LOCK_FILE
+        path = layout.lock_path(self.dir)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -255,7 +260,7 @@ class Ledger:
     def _open_drops(self) -> None:
         """Open ``.drops`` with its whole fixed size allocated, so later in-place writes
         need no free space. A partly made file is removed (never left half-written)."""
-        path = self.dir / DROPS_FILE
+        path = layout.drops_path(self.dir)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             if os.fstat(fd).st_size != DROPS_BYTES:
@@ -281,25 +286,21 @@ class Ledger:
     def _read_drops(self) -> tuple[str, dict[str, int]] | None:
         """(session, counts) from ``.drops`` when its MAC verifies with one of our keys."""
         try:
-            raw = (self.dir / DROPS_FILE).read_bytes()
+            raw = layout.drops_path(self.dir).read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
             log.warning("ledger %s: ignoring unreadable %s (%s)", self.namespace, DROPS_FILE, exc.strerror)
             return None
-        if not raw.strip():
-            return None
         try:
-            rec = msgspec.json.decode(raw.strip(), type=_DropsRecord)
-        except msgspec.DecodeError:
+            rec = hot.parse_drops(raw)
+        except ValueError:
             log.warning("ledger %s: ignoring malformed %s", self.namespace, DROPS_FILE)
             return None
-        text = _drops_text(self.namespace, rec.session, rec.dropped)
-        for key in self._keys:
-            if key_id(key) == rec.key:
-                want = hmac.new(key, text, hashlib.sha256).hexdigest().encode()
-                if hmac.compare_digest(want, rec.mac.encode("utf-8", "replace")):
-                    return rec.session, dict(rec.dropped)
+        if rec is None:
+            return None
+        if hot.drops_authentic(self.namespace, rec, self._keys):
+            return rec.session, dict(rec.dropped)
         log.warning("ledger %s: ignoring %s: its MAC does not verify with our keys", self.namespace, DROPS_FILE)
         return None
 
@@ -307,15 +308,15 @@ class Ledger:
 
     def _read_last_seal(self) -> fmt.PrevLink | None:
         """The link in ``.last-seal.json`` when its MAC verifies with one of our keys."""
-        path = self.dir / LAST_SEAL
+        path = layout.last_seal_path(self.dir)
         try:
-            record = lastseal.parse(path.read_bytes())
+            record = hot.parse_last_seal(path.read_bytes())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
             log.warning("ledger %s: ignoring unreadable %s (%s)", self.namespace, path, exc)
             return None
-        if not lastseal.authentic(self.namespace, record, self._keys):
+        if not hot.last_seal_authentic(self.namespace, record, self._keys):
             log.error("ledger %s: %s is not authenticated by our keys: ignored", self.namespace, path)
             return None
         return record.link()
@@ -333,7 +334,7 @@ class Ledger:
         """
         record = self._read_last_seal()
         drops = None if live else self._read_drops()
-        sessions = sorted(p for p in self.dir.glob("*.ndjson") if not p.name.startswith("."))
+        sessions = layout.session_files(self.dir)
         candidates = [p for p in sessions if record is None or p.stem >= record.session]
         result: dict = {"prev": record, "action": "none"}
         for i, path in enumerate(reversed(candidates)):
@@ -357,16 +358,14 @@ class Ledger:
                         dropped = _merge_max(dropped, drops[1])
                 result.update(self._seal_recovered(path, report, dropped, "disk_full" if live else "recovered"))
                 break
-            reason = report.first_error.reason if report.first_error else "no complete line"
-            detail = report.first_error.detail if report.first_error else ""
-            line = report.first_error.line if report.first_error else None
-            why = f"line {line}: {reason}: {detail}" if line else f"{reason}: {detail}"
+            e = report.first_error
+            why = failure_text(e.line, e.reason, e.detail) if e else failure_text(None, "no complete line", "")
             if i > 0:
                 # Only the newest session can be a crash's leftover; an older one that fails
                 # is evidence for `ledger verify` to report, never moved by the writer.
                 log.error("ledger %s: session %s does not verify (%s); left in place", self.namespace, path.name, why)
                 break
-            aside = path.with_name(path.name + QUARANTINE_SUFFIX)
+            aside = layout.quarantine_path(path)
             os.rename(path, aside)
             fsync_dir(self.dir)
             log.error("ledger: session %s failed verification (%s); moved aside to %s", path.name, why, aside.name)
@@ -420,7 +419,7 @@ class Ledger:
         return {"prev": summary, "action": "sealed", "torn_bytes": torn}
 
     def _write_last_seal(self, link: fmt.PrevLink) -> None:
-        _write_atomic_file(self.dir / LAST_SEAL, lastseal.make(self.namespace, link, self._keys[0]))
+        _write_atomic_file(layout.last_seal_path(self.dir), hot.make_last_seal(self.namespace, link, self._keys[0]))
 
     # ---- sessions -------------------------------------------------------------------
 
@@ -430,11 +429,11 @@ class Ledger:
         count, and the OSError names its path."""
         now = time.time()
         session = fmt.new_session_id(now)
-        newest = max((p.stem for p in self.dir.glob("*.ndjson")), default="")
+        newest = max((p.stem for p in layout.session_files(self.dir)), default="")
         if session <= newest:  # the clock went backwards: keep ids sorted anyway
             session = fmt.new_session_id(_session_time(newest) + 1e-6)
         builder = SessionBuilder(self.namespace, session, self._keys, prev, opened_extra, self._sign_fns)
-        path = self.dir / f"{session}.ndjson"
+        path = layout.session_path(self.dir, session)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
         line = builder.opened_line(self._clock.ts(now))
         try:
@@ -985,93 +984,18 @@ def _session_time(session: str) -> float:
     return datetime.strptime(session[:23], "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
-class SealRecord(msgspec.Struct, forbid_unknown_fields=True):
-    """What the writer knew of a session when it sealed it: its whole tree and the
-    sha256 of its bytes. The archiver checks a session against this instead of
-    re-verifying it (SPEC.md 7); a session without one is verified in full."""
-
-    session: str
-    size: int
-    root: str
-    chain: str
-    bytes: int
-    sha256: str
-
-
-SEALS_DIR = ".seals"
-
-
-def read_seal_record(ns_dir: Path, session: str) -> SealRecord | None:
-    try:
-        return msgspec.json.decode((ns_dir / SEALS_DIR / f"{session}.json").read_bytes(), type=SealRecord)
-    except (OSError, msgspec.DecodeError):
-        return None
-
-
 def _write_seal_record(ns_dir: Path, link: fmt.PrevLink, size: int, sha256: str) -> None:
-    d = ns_dir / SEALS_DIR
-    d.mkdir(mode=0o700, exist_ok=True)
-    record = SealRecord(
-        session=link.session, size=link.size, root=link.root, chain=link.chain, bytes=size, sha256=sha256
-    )
-    _write_atomic_file(d / f"{link.session}.json", msgspec.json.encode(record) + b"\n")
+    hot.write_seal_record(ns_dir, link, size, sha256, replace=_write_atomic_file)
 
 
 def _write_atomic_file(path: Path, data: bytes) -> None:
-    """Temp file, fsync, rename, fsync the directory. On failure the temp file is removed
-    and the OSError names ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OSError(exc.errno, exc.strerror, str(path)) from None
-
-
-# ---- drop counts ---------------------------------------------------------------------
-
-
-class _DropsRecord(msgspec.Struct, forbid_unknown_fields=True):
-    """``.drops``: the session the counts belong to, the writer's counts so far, a MAC."""
-
-    session: str
-    dropped: dict[str, int]
-    key: str
-    mac: str
-
-
-def _drops_text(namespace: str, session: str, dropped: Mapping[str, int]) -> bytes:
-    counts = ",".join(f"{k}={v}" for k, v in sorted(dropped.items()) if v)
-    return f"ledger-drops v1\n{namespace}\n{session}\n{counts}\n".encode()
-
-
-class _DropsMac:
-    """Builds ``.drops`` records for one namespace and key; the HMAC key schedule is done
-    once, so a record costs about as much as the pwrite that stores it."""
-
-    def __init__(self, namespace: str, key: bytes) -> None:
-        self.namespace = namespace
-        self.key_id = key_id(key)
-        self._mac = hmac.new(key, digestmod=hashlib.sha256)
-
-    def record(self, session: str, dropped: Mapping[str, int]) -> bytes:
-        """The fixed-size bytes of ``.drops`` (padded with spaces, LF last)."""
-        counts = {k: v for k, v in dropped.items() if v}
-        mac = self._mac.copy()
-        mac.update(_drops_text(self.namespace, session, counts))
-        raw = _encoder.encode(_DropsRecord(session=session, dropped=counts, key=self.key_id, mac=mac.hexdigest()))
-        return raw.ljust(DROPS_BYTES - 1)[: DROPS_BYTES - 1] + b"\n"
+    """files.replace_atomic through this module's ``_write``, so the tests that fill or
+    break the disk reach the writer's bookkeeping files too (and can hook this)."""
+    replace_atomic(path, data, write=_write)
 
 
 def _drops_record(namespace: str, session: str, dropped: Mapping[str, int], key: bytes) -> bytes:
-    return _DropsMac(namespace, key).record(session, dropped)
+    return hot.drops_record(namespace, session, dropped, key)
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
