@@ -38,7 +38,6 @@ import hashlib
 import hmac
 import logging
 import os
-import queue
 import random
 import threading
 import time
@@ -70,14 +69,19 @@ from .manifest import (
 )
 from .owner import NamespaceOwned, claim_namespace
 from .stores import Store, StoreUnavailable
+
+# The deterministic gzip and the hashing streams an archive pass reads and writes
+# through, split out and re-exported (cold.remote imports HashingReader from here).
+from .streams import GZIP_LEVEL as GZIP_LEVEL
+from .streams import GZIP_MEMBER as GZIP_MEMBER
+from .streams import HashingReader as HashingReader
+from .streams import _HashingWriter, _MemberGzip, _read_all, _Tee
+from .streams import deterministic_gzip as deterministic_gzip
 from .tsa import TsaError, request_token
 
 log = logging.getLogger("ledger.cold")
 
 OUTBOX = layout.OUTBOX_DIR
-# Level 1 measured here on NDJSON: 167 MB/s at a 5.3x ratio; level 6: 79 MB/s at 6.1x.
-# The archive path runs at the compressor's speed, so the faster level wins.
-GZIP_LEVEL = 1
 CHECKPOINT_UPLOADS = 8  # concurrent checkpoint PUTs: each is tiny, latency-bound
 READ_BLOCK = 1 << 20
 # How often one archiver re-HEADs the objects of sessions it keeps within hot retention.
@@ -691,133 +695,6 @@ class _Built:
     gz_bytes: int
     gz_sha256: str
     sealed_at: str
-
-
-GZIP_MEMBER = 8 * 2**20  # raw bytes per gzip member
-
-
-def deterministic_gzip(data: bytes) -> bytes:
-    """The archive's gzip of ``data`` (SPEC.md 8): members of GZIP_MEMBER raw bytes each."""
-    return b"".join(
-        gzip.compress(data[i : i + GZIP_MEMBER], compresslevel=GZIP_LEVEL, mtime=0)
-        for i in range(0, max(len(data), 1), GZIP_MEMBER)
-    )
-
-
-class _MemberGzip:
-    """A gzip writer that compresses fixed-size members on two threads (zlib releases
-    the GIL) and writes them in order: the same bytes as deterministic_gzip, at about
-    1.3x one thread's speed here, in bounded memory (at most a few members in flight)."""
-
-    def __init__(self, out) -> None:
-        self.out = out
-        self._buf = bytearray()
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ledger-gzip")
-        self._pending: list = []
-        self._empty = True
-
-    def write(self, data) -> int:
-        self._empty = self._empty and not data
-        self._buf += data
-        while len(self._buf) >= GZIP_MEMBER:
-            self._submit(bytes(self._buf[:GZIP_MEMBER]))
-            del self._buf[:GZIP_MEMBER]
-        return len(data)
-
-    def _submit(self, member: bytes) -> None:
-        self._pending.append(self._pool.submit(gzip.compress, member, GZIP_LEVEL, mtime=0))
-        while len(self._pending) > 3:
-            self.out.write(self._pending.pop(0).result())
-
-    def close(self) -> None:
-        if self._buf or self._empty:
-            self._submit(bytes(self._buf))
-            self._buf.clear()
-        for fut in self._pending:
-            self.out.write(fut.result())
-        self._pending.clear()
-        self._pool.shutdown()
-
-    def __enter__(self) -> _MemberGzip:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if exc[0] is None:
-            self.close()
-        else:
-            self._pool.shutdown(cancel_futures=True)
-
-
-class _Tee:
-    """A reader that also hands each block to a compressor thread, which hashes it and
-    writes it to ``sink``. The queue is bounded: memory stays flat (a few blocks)."""
-
-    def __init__(self, src, sink) -> None:
-        self.src = src
-        self.sink = sink
-        self.sha = hashlib.sha256()
-        self.count = 0
-        self._error: BaseException | None = None
-        self._queue: queue.Queue = queue.Queue(maxsize=4)
-        self._thread = threading.Thread(target=self._drain, name="ledger-gzip", daemon=True)
-        self._thread.start()
-
-    def _drain(self) -> None:
-        while (block := self._queue.get()) is not None:
-            try:
-                self.sha.update(block)
-                self.sink.write(block)
-            except BaseException as exc:  # noqa: BLE001 - re-raised by close()
-                self._error = exc
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.src.read(n)
-        if data:
-            self.count += len(data)
-            self._queue.put(data)
-        return data
-
-    def close(self) -> None:
-        """Wait for the compressor; raise what it hit."""
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-
-class HashingReader:
-    """A reader that hashes and counts what it returns (no copy anywhere)."""
-
-    def __init__(self, src) -> None:
-        self.src = src
-        self.sha = hashlib.sha256()
-        self.count = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.src.read(n)
-        self.sha.update(data)
-        self.count += len(data)
-        return data
-
-
-class _HashingWriter:
-    def __init__(self, out) -> None:
-        self.out = out
-        self.sha = hashlib.sha256()
-        self.count = 0
-
-    def write(self, data) -> int:
-        self.sha.update(data)
-        self.count += len(data)
-        return self.out.write(data)
-
-    def flush(self) -> None:
-        self.out.flush()
-
-
-def _read_all(reader) -> None:
-    while reader.read(READ_BLOCK):
-        pass
 
 
 def _last_ts(path: Path) -> str:
