@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import format as fmt
-from . import merkle, notes
+from . import layout, merkle, notes
 from .errors import EvidenceError, LedgerError
 from .proofs import ProofError, SessionTree, parse_checkpoint_text
 from .verify import VerifyReport
@@ -110,7 +110,7 @@ def check_witness(report: VerifyReport, store, verifiers: list) -> list[Anchor]:
         if not f.origin or "://" in f.path:
             continue
         _, namespace, session = f.origin.split("/", 2)
-        for info in store.list(f"{namespace}/checkpoints/{session}/"):
+        for info in store.list(layout.checkpoints_prefix(namespace, session)):
             with store.open(info.key) as obj:
                 note = obj.read(1 << 16)
             out.append(_check_one(f"{store.url.rstrip('/')}/{info.key}", note, report, verifiers))

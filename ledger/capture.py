@@ -36,15 +36,10 @@ pointer never outlives its file without a record.
 from __future__ import annotations
 
 import atexit
-import hashlib
-import ipaddress
 import logging
 import os
-import re
-import secrets
 import shutil
 import signal
-import struct
 import subprocess
 import threading
 import time
@@ -57,9 +52,24 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import msgspec
 
 from . import format as fmt
-from . import metrics
+from . import layout, metrics
 from .errors import LedgerError, UsageError
 from .events import CaptureEvicted, CaptureFailed, CaptureSealed, CaptureStarted
+
+# Split out of this module and re-exported: the pcap files, and tcpdump as a child.
+from .pcap import (
+    CAPTURE_ID_PATTERN,
+    PCAP_SUFFIX,
+    CaptureFile,
+    PcapInfo,
+    _age_key,
+    default_capture_dir,
+    new_capture_id,
+    plan_evictions,
+    read_pcap,
+    scan_captures,
+)
+from .tcpdump import _CONTROL_RE, _exited, _one_line, _StderrReader, build_argv, normalize_ip
 
 if TYPE_CHECKING:
     from .writer import Ledger
@@ -80,17 +90,11 @@ SKIP_REASONS = (
     "concurrency",
     "ledger",
 )
-CAPTURE_ID_PATTERN = "^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$"
 INTERFACE_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,31}$"
 MAX_CN_CHARS = 256
 MAX_TEXT_CHARS = 256  # reason, anomaly_id
-PCAP_SUFFIX = ".pcap"
-
-_CAPTURE_FILE_RE = re.compile(CAPTURE_ID_PATTERN[:-1] + re.escape(PCAP_SUFFIX) + "$")
-_CONTROL_RE = re.compile("[\x00-\x1f\x7f]")
 _TCPDUMP_ENV_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _FLUSH_TIMEOUT_S = 30.0
-_STDERR_KEEP = 4096
 _LEFTOVER_WAIT_S = 0.2  # after tcpdump exits, how long its stderr may take to close
 
 # Module-level so tests can observe or break the deletion without touching the class.
@@ -197,139 +201,11 @@ class CaptureDecision:
         return self._future is None or self._future.done()
 
 
-class CaptureFile(msgspec.Struct, frozen=True, kw_only=True):
-    """A sealed pcap on local disk."""
-
-    capture_id: str
-    path: str
-    bytes: int
-    mtime_ns: int
-    offloaded: bool = False
-
-
-class PcapInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """A pcap file as written: size and sha256 of its bytes, complete records, torn tail."""
-
-    bytes: int
-    sha256: str
-    packets: int | None  # None when the file does not start with a pcap header
-    torn_bytes: int = 0
-
-
 # ---- pure helpers -----------------------------------------------------------------------
 
 
-def normalize_ip(ip: object) -> str | None:
-    """The canonical text of an IPv4/IPv6 address, or None if ``ip`` is not exactly one.
-
-    Scoped IPv6 (``fe80::1%eth0``) is refused: the scope would reach tcpdump's filter.
-    """
-    if not isinstance(ip, str) or not 2 <= len(ip) <= 45:
-        return None
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return None
-    if getattr(addr, "scope_id", None):
-        return None
-    return str(addr)
-
-
-def build_argv(tcpdump: str, interface: str, snaplen: int, path: str, ip: str) -> list[str]:
-    """The exact tcpdump argv. Precondition: ``ip`` came from ``normalize_ip``.
-
-    No ``-G``: the duration is ledger's own timer (see the module docstring), so the
-    ``-w`` name is taken literally (only ``-G`` passes it through strftime).
-    ``-U`` writes each packet out as it comes, so even a SIGKILL keeps what was seen.
-    """
-    if normalize_ip(ip) != ip:
-        raise ValueError(f"not a normalised IP address: {ip!r}")
-    return [
-        tcpdump,
-        "-i",
-        interface,
-        "-n",
-        "-s",
-        str(snaplen),
-        "--immediate-mode",
-        "-U",
-        "-w",
-        path,
-        "-Z",
-        "root",
-        "host",
-        ip,
-    ]
-
-
-def new_capture_id(epoch_s: float | None = None) -> str:
-    """``20261123T211500Z-1a2b3c4d``: sortable by start second, unique by 32 random bits."""
-    t = time.gmtime(time.time() if epoch_s is None else epoch_s)
-    return f"{time.strftime('%Y%m%dT%H%M%SZ', t)}-{secrets.token_hex(4)}"
-
-
-def read_pcap(path: str | os.PathLike[str]) -> PcapInfo:
-    """Hash a pcap in chunks and count its complete records (the bytes as they are)."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-        packets, torn = _count_records(f, size)
-    return PcapInfo(bytes=size, sha256=h.hexdigest(), packets=packets, torn_bytes=torn)
-
-
-_PCAP_ENDIAN = {
-    b"\xd4\xc3\xb2\xa1": "<",  # microseconds, little-endian
-    b"\xa1\xb2\xc3\xd4": ">",
-    b"\x4d\x3c\xb2\xa1": "<",  # nanoseconds
-    b"\xa1\xb2\x3c\x4d": ">",
-}
-
-
-def _count_records(f, size: int) -> tuple[int | None, int]:
-    f.seek(0)
-    header = f.read(24)
-    endian = _PCAP_ENDIAN.get(header[:4]) if len(header) == 24 else None
-    if endian is None:
-        return None, 0
-    incl = struct.Struct(endian + "I")
-    pos, packets = 24, 0
-    while pos < size:
-        f.seek(pos + 8)
-        raw = f.read(4)
-        if len(raw) < 4 or pos + 16 + incl.unpack(raw)[0] > size:
-            return packets, size - pos
-        pos += 16 + incl.unpack(raw)[0]
-        packets += 1
-    return packets, 0
-
-
-def _age_key(f: CaptureFile) -> tuple[str, int, str]:
-    return (f.capture_id[:16], f.mtime_ns, f.capture_id)
-
-
-def plan_evictions(files: Iterable[CaptureFile], max_files: int, max_bytes: int) -> list[CaptureEvicted]:
-    """Which files to remove so that both budgets hold, in removal order.
-
-    Precondition: each file's ``offloaded`` is filled in. Offloaded captures go
-    first, then the rest; oldest first within each group. The reason is the budget
-    still broken when the file is chosen (``max_files`` when both are).
-    """
-    files = list(files)
-    count, total = len(files), sum(f.bytes for f in files)
-    plan: list[CaptureEvicted] = []
-    for f in sorted(files, key=lambda f: (not f.offloaded, _age_key(f))):
-        if count <= max_files and total <= max_bytes:
-            break
-        reason: Literal["max_files", "max_bytes"] = "max_files" if count > max_files else "max_bytes"
-        plan.append(
-            CaptureEvicted(capture_id=f.capture_id, path=f.path, bytes=f.bytes, reason=reason, offloaded=f.offloaded)
-        )
-        count -= 1
-        total -= f.bytes
-    return plan
+def _text_ok(value: object, limit: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= limit and not _CONTROL_RE.search(value)
 
 
 def plan_gc(
@@ -343,82 +219,6 @@ def plan_gc(
     """
     busy = set(in_flight)
     return plan_evictions((f for f in files if f.capture_id not in busy), options.max_files, options.max_bytes)
-
-
-def default_capture_dir(root: str | os.PathLike[str], namespace: str) -> Path:
-    """``<root>/<namespace>/captures``: where capture, demo, gc and captures all look."""
-    return Path(root) / namespace / "captures"
-
-
-def scan_captures(capture_dir: str | os.PathLike[str]) -> list[CaptureFile]:
-    """The pcaps named ``<capture id>.pcap`` in a directory (anything else is ignored), oldest first."""
-    found: list[CaptureFile] = []
-    try:
-        entries = list(os.scandir(capture_dir))
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise UsageError(f"cannot read capture directory {capture_dir}: {exc.strerror}") from None
-    for entry in entries:
-        if not _CAPTURE_FILE_RE.match(entry.name):
-            continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            continue
-        if entry.is_file(follow_symlinks=False):
-            cid = entry.name[: -len(PCAP_SUFFIX)]
-            found.append(CaptureFile(capture_id=cid, path=entry.path, bytes=st.st_size, mtime_ns=st.st_mtime_ns))
-    return sorted(found, key=_age_key)
-
-
-def _text_ok(value: object, limit: int) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= limit and not _CONTROL_RE.search(value)
-
-
-def _one_line(raw: bytes, limit: int = 300) -> str:
-    text = raw.decode("utf-8", "replace")
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    # tcpdump's own complaint, if any, rather than its statistics.
-    msg = next((ln for ln in lines if ln.startswith("tcpdump:") and "listening on" not in ln), "")
-    msg = msg or (lines[-1] if lines else "")
-    return _CONTROL_RE.sub("?", msg)[:limit]
-
-
-def _exited(proc: subprocess.Popen, timeout: float) -> bool:
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return False
-    return True
-
-
-class _StderrReader:
-    """Reads tcpdump's stderr in a thread: the first bytes kept for a failure's cause,
-    ``listening`` set at tcpdump's "listening on" line (or at EOF), ``done`` at EOF."""
-
-    def __init__(self, pipe) -> None:
-        self._pipe = pipe
-        self._data = bytearray()
-        self.listening = threading.Event()
-        self.done = threading.Event()
-        threading.Thread(target=self._read, name="tcpdump-stderr", daemon=True).start()
-
-    def _read(self) -> None:
-        try:
-            while chunk := self._pipe.read1(4096):
-                if len(self._data) < _STDERR_KEEP:
-                    self._data += chunk[: _STDERR_KEEP - len(self._data)]
-                if b"listening on" in self._data:
-                    self.listening.set()
-        except (OSError, ValueError):
-            pass
-        finally:
-            self.listening.set()
-            self.done.set()
-
-    def text(self) -> bytes:
-        return bytes(self._data)
 
 
 # ---- the manager ------------------------------------------------------------------------
@@ -581,7 +381,7 @@ class CaptureManager:
     def _new_run(self, cn, ip, reason, severity, anomaly_id, duration) -> _Run:
         while True:
             cid = new_capture_id()
-            path = self.dir / f"{cid}{PCAP_SUFFIX}"
+            path = layout.pcap_path(self.dir, cid)
             if cid not in self._running and cid not in self._index and not path.exists():
                 return _Run(cid, cn, ip, reason, severity, anomaly_id, str(path), duration)
 
@@ -955,6 +755,8 @@ def gc_captures(
 
 
 __all__ = [
+    "CAPTURE_ID_PATTERN",
+    "PCAP_SUFFIX",
     "SEVERITIES",
     "SKIP_REASONS",
     "CaptureDecision",

@@ -40,6 +40,7 @@ import msgspec
 
 from . import events as ev
 from . import format as fmt
+from . import layout
 from .files import sha256_file
 from .merkle import leaf_hash
 from .reader import decode_line, iter_lines
@@ -254,7 +255,7 @@ def _file_lines(path: str) -> Callable[[], Iterable[bytes]]:
 
 def _check_local(rec: CaptureRecord, ns_dir: Path) -> CaptureCheck:
     recorded_at = Path(rec.sealed.path)
-    candidates = [recorded_at, ns_dir / "captures" / f"{rec.sealed.capture_id}.pcap"]
+    candidates = [recorded_at, layout.capture_path(ns_dir, rec.sealed.capture_id)]
     for path in candidates:
         try:
             # O_NOFOLLOW: a symlink put in a pcap's place is not the pcap.

@@ -36,3 +36,39 @@ class EvidenceError(LedgerError):
         super().__init__(message)
         self.path = path
         self.line = line
+
+
+def failure_text(line: int | None, reason: str, detail: str) -> str:
+    """How a verification failure prints: ``line N: reason: detail``, or
+    ``reason: detail`` when it is not tied to a line (a missing file, no complete line).
+
+    The one rendering: the writer records it as a quarantined session's
+    ``quarantine_reason``, so its shape is part of the file format.
+    """
+    return f"line {line}: {reason}: {detail}" if line else f"{reason}: {detail}"
+
+
+class VerificationFailed(EvidenceError):
+    """A file that does not verify, carrying the first failure's fields; prints as
+    ``<path>: line N: reason: detail``."""
+
+    def __init__(self, path: str, line: int | None, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{path}: {failure_text(line, reason, detail)}", path=path, line=line)
+
+
+class ManifestError(EvidenceError):
+    """A manifest that is malformed, signed by an unknown key, or whose MAC fails."""
+
+
+class ArchiveError(LedgerError):
+    """One session or capture could not be archived (the pass goes on with the others)."""
+
+
+class SessionInvalid(EvidenceError):
+    """A sealed session failed verification with the key: it is never archived and stays in place."""
+
+
+class FsSealError(LedgerError):
+    """The ratchet cannot do what was asked (a time before t0 or before its epoch)."""

@@ -1,10 +1,12 @@
 """Small file primitives several modules share: hashing a file, making a rename
-durable, and creating a secret file that must not already exist."""
+durable, replacing a file atomically, and creating a secret file that must not
+already exist."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,3 +45,41 @@ def create_exclusive(path: str | os.PathLike[str], data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def replace_atomic(
+    path: str | os.PathLike[str],
+    data: bytes,
+    mode: int = 0o600,
+    *,
+    write: Callable[[int, memoryview], int] = os.write,
+) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old bytes or the new, never
+    a mix, and the new ones survive once this returns: a temp file in the same directory
+    (created exclusively, ``mode``), write, fsync, rename over ``path``, fsync of the
+    directory (without it the rename itself can be lost).
+
+    The temp name is unique per call and starts with a dot, so two callers never share
+    one and no reader of the directory takes it for a session. On any failure the temp
+    file is removed and the OSError names ``path``. ``write`` is the raw write, for the
+    writer's tests that simulate a full disk.
+    """
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+        fsync_dir(target.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(target)) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

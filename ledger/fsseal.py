@@ -35,8 +35,8 @@ from typing import Annotated
 
 import msgspec
 
-from .errors import KeyFileError, LedgerError
-from .files import fsync_dir
+from .errors import FsSealError, KeyFileError
+from .files import replace_atomic
 from .keys import create_secret_file
 
 ALG = "hmac-sha256-fs"
@@ -52,10 +52,6 @@ _NEXT = b"ledger-fs-v1 next\x00"
 _ID = b"ledger-fs-v1 id\x00"
 _LABEL = re.compile(r"^fs:([0-9a-f]{16}):(0|[1-9][0-9]{0,18})$")
 _B64_32 = re.compile(r"^[A-Za-z0-9+/]{43}=$")
-
-
-class FsSealError(LedgerError):
-    """The ratchet cannot do what was asked (a time before t0 or before its epoch)."""
 
 
 # ---- the ratchet, pure --------------------------------------------------------------
@@ -346,23 +342,13 @@ def load_fs_seed(path: str | os.PathLike[str]) -> FsSeed:
 def write_fs_state(path: str | os.PathLike[str], ratchet: FsRatchet) -> None:
     """Replace the writer state file atomically with ``ratchet``'s current state.
 
-    A temp file in the same directory (0600, O_EXCL) is written and fsynced, renamed
-    over ``path``, then the directory is fsynced. The file holds one key: the current.
+    ``files.replace_atomic``: a temp file in the same directory (0600, O_EXCL) is
+    written and fsynced, renamed over ``path``, then the directory is fsynced. The
+    file holds one key: the current.
     """
     target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(_encode(ratchet.state()) + b"\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync_dir(target.parent)
+        replace_atomic(target, _encode(ratchet.state()) + b"\n")
     except OSError as exc:
         raise KeyFileError(f"cannot write sealing state {target}: {exc.strerror}") from None
 

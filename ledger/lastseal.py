@@ -7,7 +7,9 @@ It sits beside the sessions with the same permissions, so it carries an
 HMAC-SHA256 over its fields and the namespace with the writer's key (SPEC.md
 section 7): rewriting it without the key is detected by any verifier holding it.
 
-Pure: no I/O besides what callers pass in; imports format and keys only.
+Pure: no I/O besides what callers pass in; imports format, keys and layout only.
+ledger.hot re-exports it with the hot tier's other records; it stays a module of its
+own because ``verify`` reads the record and must not import the writer's side.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import msgspec
 
 from . import format as fmt
 from .keys import key_id
+from .layout import LAST_SEAL_FILE
 
-FILE_NAME = ".last-seal.json"
+FILE_NAME = LAST_SEAL_FILE
 
 
 class LastSeal(msgspec.Struct, forbid_unknown_fields=True):

@@ -47,6 +47,7 @@ import lmdb
 import msgspec
 
 from . import events as ev
+from . import layout
 from .errors import InputError
 from .format import TRAILER_LEN, ZERO_CHAIN, decode_opened
 from .merkle import Accumulator
@@ -55,7 +56,7 @@ from .verify import Policy, verify_file
 
 log = logging.getLogger("ledger.projections")
 
-VIEWS_DIR = ".views"
+VIEWS_DIR = layout.VIEWS_DIR
 # Bumped when the stored layout changes; a view without it is rebuilt once.
 VIEW_FORMAT = b"2"
 COMMIT_EVERY = 20_000
@@ -370,11 +371,11 @@ class Projector:
         archived_sessions: Callable[[], Iterable[tuple[str, Iterator[bytes]]]] | None = None,
         map_size: int = 1 << 30,
     ) -> None:
-        self.dir = Path(root) / namespace
+        self.dir = layout.namespace_dir(root, namespace)
         if not self.dir.is_dir():
             raise InputError(f"{self.dir}: no such namespace directory")
         self.archived_sessions = archived_sessions
-        path = self.dir / VIEWS_DIR
+        path = layout.views_dir(self.dir)
         path.mkdir(mode=0o700, exist_ok=True)
         self.env = lmdb.open(str(path), max_dbs=8, map_size=map_size, subdir=True, mode=0o600)
         names = ("captures", "batches", "sessions", "meta", "folded")
@@ -447,7 +448,7 @@ class Projector:
         if rewritten:
             return self._rebuild(f"folded session(s) rewritten: {', '.join(rewritten)}", keep=True)
         later = [p for p in paths if p.stem > pos.session]
-        current = self.dir / f"{pos.session}.ndjson"
+        current = layout.session_path(self.dir, pos.session)
         sources: list[_Source] = []
         if current.exists() and not pos.sealed:
             sources.append((pos.session, iter_lines(current, pos.seq + 1), current, _identity(current)))
@@ -574,7 +575,7 @@ class Projector:
                 )
 
     def _check_position(self, pos: Position) -> str | None:
-        path = self.dir / f"{pos.session}.ndjson"
+        path = layout.session_path(self.dir, pos.session)
         if not path.exists():
             if pos.sealed:
                 return None  # archived and deleted after it was fully applied

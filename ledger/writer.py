@@ -15,14 +15,11 @@ dropped by reason, and the counts go into the next checkpoint and the seal.
 from __future__ import annotations
 
 import errno
-import fcntl
 import functools
 import hashlib
-import hmac
 import logging
 import os
 import queue
-import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -32,24 +29,30 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from . import format as fmt
-from . import fsseal, lastseal, metrics, notes
+from . import fsseal, hot, layout, metrics, notes
 from .config import default_namespace
-from .errors import LedgerError, LockedError, UsageError
-from .files import fsync_dir, sha256_file
+from .errors import LedgerError, UsageError
+from .files import fsync_dir, replace_atomic
 from .keys import key_id
+from .recovery import CrashRecovery
 from .session import SessionBuilder
-from .verify import Policy, verify_file
 
 log = logging.getLogger("ledger.writer")
 
 DROP_REASONS = ("queue_full", "closed", "writer_failed", "invalid", "too_large", "disk_full")
-LAST_SEAL = lastseal.FILE_NAME
-LOCK_FILE = ".lock"
-QUARANTINE_SUFFIX = ".quarantined"
+# The names are ledger.layout's; kept here under the names embedders and tests import.
+LAST_SEAL = layout.LAST_SEAL_FILE
+LOCK_FILE = layout.LOCK_FILE
+QUARANTINE_SUFFIX = layout.QUARANTINE_SUFFIX
 # The writer's drop counts, rewritten in place (pwrite of a fixed-size record, so a
 # full disk cannot refuse it) at every drop: crash recovery puts them in the seal.
-DROPS_FILE = ".drops"
-DROPS_BYTES = 512
+DROPS_FILE = layout.DROPS_FILE
+DROPS_BYTES = hot.DROPS_BYTES
+# The seal records live in the hot tier's module, so the cold tier reads them without
+# importing the writer; re-exported for the code that imports them from here.
+SEALS_DIR = layout.SEALS_DIR
+SealRecord = hot.SealRecord
+read_seal_record = hot.read_seal_record
 # A full disk (or quota): the writer counts events as dropped (disk_full) and tries
 # again after PROBE_MIN_S, doubling up to PROBE_MAX_S; any other write error stops it.
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -104,7 +107,7 @@ class _Clock:
         return b"%b.%06dZ" % (self._prefix, int((t - sec) * 1e6))
 
 
-class Ledger:
+class Ledger(CrashRecovery):
     """A running writer for one namespace. Use ``Ledger.open``; close it (or use ``with``)."""
 
     def __init__(self) -> None:  # use Ledger.open
@@ -161,7 +164,7 @@ class Ledger:
         self.root = root
         self.namespace = namespace
         self.config = config
-        self.dir = root / namespace
+        self.dir = layout.namespace_dir(root, namespace)
         self._keys = keys
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._qsize = self._queue.qsize
@@ -174,7 +177,7 @@ class Ledger:
         self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         self._drops_fd = -1
         self._drops_session = ""
-        self._drops_mac = _DropsMac(namespace, keys[0])
+        self._drops_mac = hot.DropsMac(namespace, keys[0])
         self._kinds_ok: set[str] = set()
         self._seal_listeners: list = []
         self._events = 0
@@ -220,208 +223,6 @@ class Ledger:
             except OSError as exc:
                 raise UsageError(f"cannot create {d}: {exc.strerror}") from None
 
-    def _lock(self) -> int:
-        path = self.dir / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise LockedError(
-                    f"namespace {self.namespace} in {self.root} is held by another writer ({holder})"
-                ) from None
-            raise
-        holder = f"pid {os.getpid()} on {socket.gethostname()} since {fmt.format_ts()}\n".encode()
-        try:  # who holds the lock, for the next one refused: best effort (a full disk refuses it)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, holder, 0)
-        except OSError as exc:
-            log.debug("ledger %s: could not note the lock holder (%s)", self.namespace, exc.strerror)
-        return fd
-
-    def _release_lock(self) -> None:
-        if self._lock_fd >= 0:
-            try:
-                os.ftruncate(self._lock_fd, 0)
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            finally:
-                os.close(self._lock_fd)
-                self._lock_fd = -1
-
-    # ---- drop counts that survive a crash ------------------------------------------------
-
-    def _open_drops(self) -> None:
-        """Open ``.drops`` with its whole fixed size allocated, so later in-place writes
-        need no free space. A partly made file is removed (never left half-written)."""
-        path = self.dir / DROPS_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            if os.fstat(fd).st_size != DROPS_BYTES:
-                os.ftruncate(fd, 0)
-                _pwrite_all(fd, b" " * (DROPS_BYTES - 1) + b"\n", 0)
-                _fsync(fd)
-        except OSError as exc:
-            os.close(fd)
-            path.unlink(missing_ok=True)
-            raise OSError(exc.errno, exc.strerror, str(path)) from None
-        self._drops_fd = fd
-
-    def _persist_drops_locked(self) -> None:
-        """Rewrite ``.drops`` in place (caller holds the drop lock). Never raises."""
-        if self._drops_fd < 0 or not self._drops_session:
-            return
-        record = self._drops_mac.record(self._drops_session, self.dropped)
-        try:
-            _pwrite_all(self._drops_fd, record, 0)
-        except OSError as exc:  # the counts still reach the next checkpoint or seal written
-            log.debug("ledger %s: could not update %s (%s)", self.namespace, DROPS_FILE, exc)
-
-    def _read_drops(self) -> tuple[str, dict[str, int]] | None:
-        """(session, counts) from ``.drops`` when its MAC verifies with one of our keys."""
-        try:
-            raw = (self.dir / DROPS_FILE).read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            log.warning("ledger %s: ignoring unreadable %s (%s)", self.namespace, DROPS_FILE, exc.strerror)
-            return None
-        if not raw.strip():
-            return None
-        try:
-            rec = msgspec.json.decode(raw.strip(), type=_DropsRecord)
-        except msgspec.DecodeError:
-            log.warning("ledger %s: ignoring malformed %s", self.namespace, DROPS_FILE)
-            return None
-        text = _drops_text(self.namespace, rec.session, rec.dropped)
-        for key in self._keys:
-            if key_id(key) == rec.key:
-                want = hmac.new(key, text, hashlib.sha256).hexdigest().encode()
-                if hmac.compare_digest(want, rec.mac.encode("utf-8", "replace")):
-                    return rec.session, dict(rec.dropped)
-        log.warning("ledger %s: ignoring %s: its MAC does not verify with our keys", self.namespace, DROPS_FILE)
-        return None
-
-    # ---- crash recovery ---------------------------------------------------------------
-
-    def _read_last_seal(self) -> fmt.PrevLink | None:
-        """The link in ``.last-seal.json`` when its MAC verifies with one of our keys."""
-        path = self.dir / LAST_SEAL
-        try:
-            record = lastseal.parse(path.read_bytes())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            log.warning("ledger %s: ignoring unreadable %s (%s)", self.namespace, path, exc)
-            return None
-        if not lastseal.authentic(self.namespace, record, self._keys):
-            log.error("ledger %s: %s is not authenticated by our keys: ignored", self.namespace, path)
-            return None
-        return record.link()
-
-    def _recover(self, live: bool = False) -> dict:
-        """Seal or quarantine the newest session if a crash (or a full disk) left it
-        unsealed, and find the link for the next session from verified bytes.
-
-        ``.last-seal.json`` only says which older sessions need no second look: the
-        newest session at or after it is verified, and ``prev`` is the summary of
-        the newest sealed session that verified (the record is rewritten to match).
-        Returns {"prev", "opened_extra", "action", "carried_dropped", "torn_bytes"}.
-        ``live``: called by a running writer after a full disk; its own counts are
-        the truth and nothing is carried.
-        """
-        record = self._read_last_seal()
-        drops = None if live else self._read_drops()
-        sessions = sorted(p for p in self.dir.glob("*.ndjson") if not p.name.startswith("."))
-        candidates = [p for p in sessions if record is None or p.stem >= record.session]
-        result: dict = {"prev": record, "action": "none"}
-        for i, path in enumerate(reversed(candidates)):
-            # Signatures are not checked here: a session signed by a key since rotated is
-            # not corrupt. Chain, seq and roots are.
-            report = verify_file(path, Policy(allow_unsealed=True, jobs=1))
-            if report.ok and report.sealed:
-                result["prev"] = _summary(report)
-                if drops and drops[0] == report.session:  # dropped after that seal, reported nowhere
-                    result["carried_dropped"] = _excess(drops[1], _seal_dropped(path))
-                if read_seal_record(self.dir, path.stem) is None:
-                    size, sha = sha256_file(path)
-                    _write_seal_record(self.dir, result["prev"], size, sha)
-                break
-            if report.ok and report.events > 0 and report.session and report.tree is not None:
-                if live:
-                    dropped = self._drop_snapshot()
-                else:
-                    dropped = _last_checkpoint_dropped(path)
-                    if drops and drops[0] == report.session:
-                        dropped = _merge_max(dropped, drops[1])
-                result.update(self._seal_recovered(path, report, dropped, "disk_full" if live else "recovered"))
-                break
-            reason = report.first_error.reason if report.first_error else "no complete line"
-            detail = report.first_error.detail if report.first_error else ""
-            line = report.first_error.line if report.first_error else None
-            why = f"line {line}: {reason}: {detail}" if line else f"{reason}: {detail}"
-            if i > 0:
-                # Only the newest session can be a crash's leftover; an older one that fails
-                # is evidence for `ledger verify` to report, never moved by the writer.
-                log.error("ledger %s: session %s does not verify (%s); left in place", self.namespace, path.name, why)
-                break
-            aside = path.with_name(path.name + QUARANTINE_SUFFIX)
-            os.rename(path, aside)
-            fsync_dir(self.dir)
-            log.error("ledger: session %s failed verification (%s); moved aside to %s", path.name, why, aside.name)
-            result.update(opened_extra={"quarantined": aside.name, "quarantine_reason": why}, action="quarantined")
-            if drops and drops[0] == report.session:
-                result["carried_dropped"] = {k: v for k, v in drops[1].items() if v}
-        prev = result["prev"]
-        if prev is not None and prev != record:
-            if record is not None:
-                log.warning(
-                    "ledger %s: %s named %s; rewritten from the verified session",
-                    self.namespace,
-                    LAST_SEAL,
-                    record.session,
-                )
-            self._write_last_seal(prev)
-        return result
-
-    def _seal_recovered(self, path: Path, report, dropped: dict[str, int], reason: str) -> dict:
-        builder = SessionBuilder.resume(
-            self.namespace, report.session, self._keys, report.tree, bytes.fromhex(report.chain), self._sign_fns
-        )
-        builder.origin = report.origin or builder.origin
-        torn = report.torn_tail_bytes
-        keep = report.bytes - torn
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        try:
-            if torn:
-                os.ftruncate(fd, keep)
-            line = builder.seal_line(self._clock.ts(time.time()), reason, dropped, torn_bytes=torn)
-            try:
-                _write_all(fd, line)
-                _fsync(fd)
-            except OSError as exc:
-                os.ftruncate(fd, keep)  # never leave half a seal: the next try starts clean
-                raise OSError(exc.errno, exc.strerror, str(path)) from None
-        finally:
-            os.close(fd)
-        summary = builder.summary()
-        self._write_last_seal(summary)
-        size, sha = sha256_file(path)
-        _write_seal_record(self.dir, summary, size, sha)
-        log.warning(
-            "ledger: sealed unsealed session %s (%s; %d events, %d torn bytes cut, dropped %s)",
-            path.name,
-            reason,
-            report.events,
-            torn,
-            dropped or 0,
-        )
-        return {"prev": summary, "action": "sealed", "torn_bytes": torn}
-
-    def _write_last_seal(self, link: fmt.PrevLink) -> None:
-        _write_atomic_file(self.dir / LAST_SEAL, lastseal.make(self.namespace, link, self._keys[0]))
-
     # ---- sessions -------------------------------------------------------------------
 
     def _open_session(self, prev: fmt.PrevLink | None, opened_extra: dict | None = None) -> None:
@@ -430,11 +231,11 @@ class Ledger:
         count, and the OSError names its path."""
         now = time.time()
         session = fmt.new_session_id(now)
-        newest = max((p.stem for p in self.dir.glob("*.ndjson")), default="")
+        newest = max((p.stem for p in layout.session_files(self.dir)), default="")
         if session <= newest:  # the clock went backwards: keep ids sorted anyway
             session = fmt.new_session_id(_session_time(newest) + 1e-6)
         builder = SessionBuilder(self.namespace, session, self._keys, prev, opened_extra, self._sign_fns)
-        path = self.dir / f"{session}.ndjson"
+        path = layout.session_path(self.dir, session)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
         line = builder.opened_line(self._clock.ts(now))
         try:
@@ -975,150 +776,24 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _summary(report) -> fmt.PrevLink:
-    return fmt.PrevLink(session=report.session, size=report.events, root=report.root, chain=report.chain)
-
-
 def _session_time(session: str) -> float:
     from datetime import UTC, datetime
 
     return datetime.strptime(session[:23], "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
-class SealRecord(msgspec.Struct, forbid_unknown_fields=True):
-    """What the writer knew of a session when it sealed it: its whole tree and the
-    sha256 of its bytes. The archiver checks a session against this instead of
-    re-verifying it (SPEC.md 7); a session without one is verified in full."""
-
-    session: str
-    size: int
-    root: str
-    chain: str
-    bytes: int
-    sha256: str
-
-
-SEALS_DIR = ".seals"
-
-
-def read_seal_record(ns_dir: Path, session: str) -> SealRecord | None:
-    try:
-        return msgspec.json.decode((ns_dir / SEALS_DIR / f"{session}.json").read_bytes(), type=SealRecord)
-    except (OSError, msgspec.DecodeError):
-        return None
-
-
 def _write_seal_record(ns_dir: Path, link: fmt.PrevLink, size: int, sha256: str) -> None:
-    d = ns_dir / SEALS_DIR
-    d.mkdir(mode=0o700, exist_ok=True)
-    record = SealRecord(
-        session=link.session, size=link.size, root=link.root, chain=link.chain, bytes=size, sha256=sha256
-    )
-    _write_atomic_file(d / f"{link.session}.json", msgspec.json.encode(record) + b"\n")
+    hot.write_seal_record(ns_dir, link, size, sha256, replace=_write_atomic_file)
 
 
 def _write_atomic_file(path: Path, data: bytes) -> None:
-    """Temp file, fsync, rename, fsync the directory. On failure the temp file is removed
-    and the OSError names ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OSError(exc.errno, exc.strerror, str(path)) from None
-
-
-# ---- drop counts ---------------------------------------------------------------------
-
-
-class _DropsRecord(msgspec.Struct, forbid_unknown_fields=True):
-    """``.drops``: the session the counts belong to, the writer's counts so far, a MAC."""
-
-    session: str
-    dropped: dict[str, int]
-    key: str
-    mac: str
-
-
-def _drops_text(namespace: str, session: str, dropped: Mapping[str, int]) -> bytes:
-    counts = ",".join(f"{k}={v}" for k, v in sorted(dropped.items()) if v)
-    return f"ledger-drops v1\n{namespace}\n{session}\n{counts}\n".encode()
-
-
-class _DropsMac:
-    """Builds ``.drops`` records for one namespace and key; the HMAC key schedule is done
-    once, so a record costs about as much as the pwrite that stores it."""
-
-    def __init__(self, namespace: str, key: bytes) -> None:
-        self.namespace = namespace
-        self.key_id = key_id(key)
-        self._mac = hmac.new(key, digestmod=hashlib.sha256)
-
-    def record(self, session: str, dropped: Mapping[str, int]) -> bytes:
-        """The fixed-size bytes of ``.drops`` (padded with spaces, LF last)."""
-        counts = {k: v for k, v in dropped.items() if v}
-        mac = self._mac.copy()
-        mac.update(_drops_text(self.namespace, session, counts))
-        raw = _encoder.encode(_DropsRecord(session=session, dropped=counts, key=self.key_id, mac=mac.hexdigest()))
-        return raw.ljust(DROPS_BYTES - 1)[: DROPS_BYTES - 1] + b"\n"
+    """files.replace_atomic through this module's ``_write``, so the tests that fill or
+    break the disk reach the writer's bookkeeping files too (and can hook this)."""
+    replace_atomic(path, data, write=_write)
 
 
 def _drops_record(namespace: str, session: str, dropped: Mapping[str, int], key: bytes) -> bytes:
-    return _DropsMac(namespace, key).record(session, dropped)
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
-
-
-def _merge_max(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
-    return {k: max(a.get(k, 0), b.get(k, 0)) for k in {*a, *b} if max(a.get(k, 0), b.get(k, 0))}
-
-
-def _excess(total: Mapping[str, int], reported: Mapping[str, int]) -> dict[str, int]:
-    """Counts in ``total`` beyond what a seal already ``reported``, by reason."""
-    return {k: v - reported.get(k, 0) for k, v in total.items() if v > reported.get(k, 0)}
-
-
-def _dropped_of(line: bytes) -> dict[str, int]:
-    try:
-        data = msgspec.json.decode(line).get("data", {})
-    except (msgspec.DecodeError, AttributeError):
-        return {}
-    dropped = data.get("dropped") if isinstance(data, dict) else None
-    if isinstance(dropped, dict):
-        return {k: v for k, v in dropped.items() if isinstance(v, int) and not isinstance(v, bool) and v > 0}
-    return {}
-
-
-def _seal_dropped(path: Path) -> dict[str, int]:
-    """The ``dropped`` object of a sealed session's last line (a seal is small)."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        f.seek(max(0, size - 65536))
-        tail = f.read()
-    return _dropped_of(tail.rstrip(b"\n").rsplit(b"\n", 1)[-1])
-
-
-def _last_checkpoint_dropped(path: Path) -> dict[str, int]:
-    """The ``dropped`` object of an unsealed session's last checkpoint, re-derived from
-    its bytes (used when ``.drops`` does not name the session)."""
-    last = b""
-    with open(path, "rb") as f:
-        for line in f:
-            if b'"kind":"ledger.checkpoint"' in line[:120]:
-                last = line
-    return _dropped_of(last) if last.endswith(b"\n") else {}
+    return hot.drops_record(namespace, session, dropped, key)
 
 
 __all__ = ["Ledger", "WriterConfig", "DROP_REASONS", "key_id"]

@@ -38,7 +38,6 @@ import hashlib
 import hmac
 import logging
 import os
-import queue
 import random
 import threading
 import time
@@ -51,14 +50,14 @@ from pathlib import Path
 import msgspec
 
 from .. import events as ev
-from ..errors import EvidenceError, LedgerError
-from ..files import sha256_file
+from .. import layout
+from ..errors import ArchiveError, EvidenceError, LedgerError, SessionInvalid, failure_text
+from ..files import replace_atomic, sha256_file
 from ..identity import root_identity
 from ..keys import key_id
 from ..projections import BatchView, CaptureView, Projector
 from ..reader import decode_line, session_paths
 from ..verify import Policy, verify_file, verify_stream
-from ..writer import SEALS_DIR
 from .manifest import (
     Manifest,
     ManifestError,
@@ -70,26 +69,23 @@ from .manifest import (
 )
 from .owner import NamespaceOwned, claim_namespace
 from .stores import Store, StoreUnavailable
+
+# The deterministic gzip and the hashing streams an archive pass reads and writes
+# through, split out and re-exported (cold.remote imports HashingReader from here).
+from .streams import GZIP_LEVEL as GZIP_LEVEL
+from .streams import GZIP_MEMBER as GZIP_MEMBER
+from .streams import HashingReader as HashingReader
+from .streams import _HashingWriter, _MemberGzip, _read_all, _Tee
+from .streams import deterministic_gzip as deterministic_gzip
 from .tsa import TsaError, request_token
 
 log = logging.getLogger("ledger.cold")
 
-OUTBOX = ".outbox"
-# Level 1 measured here on NDJSON: 167 MB/s at a 5.3x ratio; level 6: 79 MB/s at 6.1x.
-# The archive path runs at the compressor's speed, so the faster level wins.
-GZIP_LEVEL = 1
+OUTBOX = layout.OUTBOX_DIR
 CHECKPOINT_UPLOADS = 8  # concurrent checkpoint PUTs: each is tiny, latency-bound
 READ_BLOCK = 1 << 20
 # How often one archiver re-HEADs the objects of sessions it keeps within hot retention.
 PRESENCE_RECHECK_S = 3600.0
-
-
-class ArchiveError(LedgerError):
-    """One session or capture could not be archived (the pass goes on with the others)."""
-
-
-class SessionInvalid(EvidenceError):
-    """A sealed session failed verification with the key: it is never archived and stays in place."""
 
 
 @dataclass
@@ -137,7 +133,7 @@ class Archiver:
     ) -> None:
         self.root = Path(root)
         self.namespace = namespace
-        self.ns_dir = self.root / namespace
+        self.ns_dir = layout.namespace_dir(self.root, namespace)
         self.store = store
         self.recorder = Recorder(ledger)
         self.ledger = ledger
@@ -153,7 +149,7 @@ class Archiver:
         self._claimed = False
         self._verified: dict[str, int] = {}  # session -> bytes that verified in this archiver
         self._present_at: dict[str, float] = {}  # session -> when its objects were last seen in the store
-        self.outbox = self.ns_dir / OUTBOX
+        self.outbox = layout.outbox_dir(self.ns_dir)
         self.outbox.mkdir(mode=0o700, exist_ok=True)
         # A rebuild of the views (catch_up does one when history changed) must see the
         # sessions already archived and deleted here, or it would drop their batches.
@@ -226,7 +222,7 @@ class Archiver:
         batch = self.projector.batch_for_session(session)
         if batch is not None:
             # Recorded by a run that crashed before cleaning up its temporary gzip.
-            _unlink_quietly(self.outbox / f"{session}.ndjson.gz")
+            _unlink_quietly(layout.outbox_gz_path(self.ns_dir, session))
         try:
             due = self._due(_last_ts(path), batch)
         except (OSError, ValueError, msgspec.DecodeError):
@@ -305,14 +301,16 @@ class Archiver:
         (not recorded) and whether any object had to be uploaded."""
         session = path.stem
         keys = session_keys(self.namespace, session)
-        gz_path = self.outbox / f"{session}.ndjson.gz"
+        gz_path = layout.outbox_gz_path(self.ns_dir, session)
         built = self._verify_and_gzip(path, gz_path)
         report = built.report
         if not report.ok or not report.sealed:
             _unlink_quietly(gz_path)
             err = report.first_error
-            why = f"line {err.line}: {err.reason}: {err.detail}" if err and err.line else (err.reason if err else "")
-            why = why or "not sealed"
+            if err is not None and err.line:
+                why = failure_text(err.line, err.reason, err.detail)
+            else:  # the message has always given the reason alone here
+                why = (err.reason if err else "") or "not sealed"
             raise SessionInvalid(f"{path} does not verify ({why}); not archived, left in place", path=str(path))
         manifest = Manifest(
             namespace=self.namespace,
@@ -392,7 +390,7 @@ class Archiver:
         reads, hashes and gzips it. zlib and hashlib release the GIL on large blocks, so
         compressing runs beside verifying, not after it.
         """
-        tmp = gz_path.with_name(gz_path.name + ".tmp")
+        tmp = layout.tmp_path(gz_path)
         _unlink_quietly(tmp)
         try:
             return self._verify_and_gzip_to(path, tmp, gz_path)
@@ -497,7 +495,7 @@ class Archiver:
         event = ev.ArchiveLocalDeleted(batch_id=batch.batch_id, session=batch.session, path=str(path), bytes=size)
         self.recorder.record(event)
         path.unlink()
-        _unlink_quietly(self.ns_dir / SEALS_DIR / f"{path.stem}.json")
+        _unlink_quietly(layout.seal_record_path(self.ns_dir, path.stem))
         log.info("deleted local %s (archived as %s)", path.name, batch.manifest_key)
         return event
 
@@ -516,7 +514,7 @@ class Archiver:
         from .manifest import checkpoint_key
         from .stores import ObjectConflict
 
-        state_path = self.outbox / "checkpoints.json"
+        state_path = layout.checkpoint_offsets_path(self.ns_dir)
         try:
             state = msgspec.json.decode(state_path.read_bytes(), type=dict[str, int])
         except (FileNotFoundError, msgspec.DecodeError):
@@ -567,7 +565,7 @@ class Archiver:
                         complete = False
                         outage = exc
                 present[path.stem] = new_offset if complete else offset
-        _write_atomic(state_path, msgspec.json.encode(present))
+        replace_atomic(state_path, msgspec.json.encode(present))
         if outage is not None:
             raise outage  # the worker backs off; the offsets kept say what is left
         return sent
@@ -699,133 +697,6 @@ class _Built:
     sealed_at: str
 
 
-GZIP_MEMBER = 8 * 2**20  # raw bytes per gzip member
-
-
-def deterministic_gzip(data: bytes) -> bytes:
-    """The archive's gzip of ``data`` (SPEC.md 8): members of GZIP_MEMBER raw bytes each."""
-    return b"".join(
-        gzip.compress(data[i : i + GZIP_MEMBER], compresslevel=GZIP_LEVEL, mtime=0)
-        for i in range(0, max(len(data), 1), GZIP_MEMBER)
-    )
-
-
-class _MemberGzip:
-    """A gzip writer that compresses fixed-size members on two threads (zlib releases
-    the GIL) and writes them in order: the same bytes as deterministic_gzip, at about
-    1.3x one thread's speed here, in bounded memory (at most a few members in flight)."""
-
-    def __init__(self, out) -> None:
-        self.out = out
-        self._buf = bytearray()
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ledger-gzip")
-        self._pending: list = []
-        self._empty = True
-
-    def write(self, data) -> int:
-        self._empty = self._empty and not data
-        self._buf += data
-        while len(self._buf) >= GZIP_MEMBER:
-            self._submit(bytes(self._buf[:GZIP_MEMBER]))
-            del self._buf[:GZIP_MEMBER]
-        return len(data)
-
-    def _submit(self, member: bytes) -> None:
-        self._pending.append(self._pool.submit(gzip.compress, member, GZIP_LEVEL, mtime=0))
-        while len(self._pending) > 3:
-            self.out.write(self._pending.pop(0).result())
-
-    def close(self) -> None:
-        if self._buf or self._empty:
-            self._submit(bytes(self._buf))
-            self._buf.clear()
-        for fut in self._pending:
-            self.out.write(fut.result())
-        self._pending.clear()
-        self._pool.shutdown()
-
-    def __enter__(self) -> _MemberGzip:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if exc[0] is None:
-            self.close()
-        else:
-            self._pool.shutdown(cancel_futures=True)
-
-
-class _Tee:
-    """A reader that also hands each block to a compressor thread, which hashes it and
-    writes it to ``sink``. The queue is bounded: memory stays flat (a few blocks)."""
-
-    def __init__(self, src, sink) -> None:
-        self.src = src
-        self.sink = sink
-        self.sha = hashlib.sha256()
-        self.count = 0
-        self._error: BaseException | None = None
-        self._queue: queue.Queue = queue.Queue(maxsize=4)
-        self._thread = threading.Thread(target=self._drain, name="ledger-gzip", daemon=True)
-        self._thread.start()
-
-    def _drain(self) -> None:
-        while (block := self._queue.get()) is not None:
-            try:
-                self.sha.update(block)
-                self.sink.write(block)
-            except BaseException as exc:  # noqa: BLE001 - re-raised by close()
-                self._error = exc
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.src.read(n)
-        if data:
-            self.count += len(data)
-            self._queue.put(data)
-        return data
-
-    def close(self) -> None:
-        """Wait for the compressor; raise what it hit."""
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-
-class HashingReader:
-    """A reader that hashes and counts what it returns (no copy anywhere)."""
-
-    def __init__(self, src) -> None:
-        self.src = src
-        self.sha = hashlib.sha256()
-        self.count = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.src.read(n)
-        self.sha.update(data)
-        self.count += len(data)
-        return data
-
-
-class _HashingWriter:
-    def __init__(self, out) -> None:
-        self.out = out
-        self.sha = hashlib.sha256()
-        self.count = 0
-
-    def write(self, data) -> int:
-        self.sha.update(data)
-        self.count += len(data)
-        return self.out.write(data)
-
-    def flush(self) -> None:
-        self.out.flush()
-
-
-def _read_all(reader) -> None:
-    while reader.read(READ_BLOCK):
-        pass
-
-
 def _last_ts(path: Path) -> str:
     """The ts of a file's last line (its seal)."""
     with open(path, "rb") as f:
@@ -833,16 +704,6 @@ def _last_ts(path: Path) -> str:
         f.seek(max(0, size - 65536))
         tail = f.read()
     return decode_line(tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]).ts
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _unlink_quietly(path: Path) -> None:

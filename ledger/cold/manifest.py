@@ -19,8 +19,9 @@ import hmac
 import msgspec
 
 from .. import format as fmt
-from ..errors import EvidenceError
+from ..errors import ManifestError
 from ..keys import key_id
+from ..layout import SessionKeys, capture_keys, checkpoint_key, owner_key, session_keys
 
 MANIFEST_VERSION = 1
 _SIG_HEAD = b',"hmac":{"key":"'
@@ -45,10 +46,6 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     gz_sha256: str
     key_id: str
     created: str
-
-
-class ManifestError(EvidenceError):
-    """A manifest that is malformed, signed by an unknown key, or whose MAC fails."""
 
 
 _decode = msgspec.json.Decoder(Manifest).decode
@@ -90,44 +87,24 @@ def parse_manifest(data: bytes, keys: list[bytes] | tuple[bytes, ...], name: str
 
 
 # ---- keys ----------------------------------------------------------------------------
-
-
-def _day(stamp: str) -> str:
-    """YYYY/MM/DD from an id that starts with YYYYMMDD (sessions and captures)."""
-    return f"{stamp[0:4]}/{stamp[4:6]}/{stamp[6:8]}"
-
-
-class SessionKeys(msgspec.Struct, frozen=True):
-    gz: str
-    manifest: str
-    sha256: str
-    tsr: str
-
-    def all(self) -> list[str]:
-        return [self.gz, self.sha256, self.tsr, self.manifest]
-
-
-def owner_key(namespace: str) -> str:
-    """The object that says which ledger root owns a namespace (SPEC.md 8)."""
-    return f"{namespace}/owner.json"
-
-
-def session_keys(namespace: str, session: str) -> SessionKeys:
-    base = f"{namespace}/sessions/{_day(session)}/{session}"
-    return SessionKeys(
-        gz=f"{base}.ndjson.gz", manifest=f"{base}.manifest.json", sha256=f"{base}.sha256", tsr=f"{base}.tsr"
-    )
-
-
-def capture_keys(namespace: str, capture_id: str) -> tuple[str, str]:
-    base = f"{namespace}/captures/{_day(capture_id)}/{capture_id}.pcap"
-    return base, base + ".sha256"
-
-
-def checkpoint_key(namespace: str, session: str, size: int) -> str:
-    return f"{namespace}/checkpoints/{session}/{size}.checkpoint"
+# The key builders live in ledger.layout with every other name; re-exported here
+# because the cold tier has always imported them from this module.
 
 
 def sha256_sidecar(sha256_hex: str, filename: str) -> bytes:
     """The `sha256sum` line for a file, so `sha256sum -c` checks a download."""
     return f"{sha256_hex}  {filename}\n".encode()
+
+
+__all__ = [
+    "Manifest",
+    "ManifestError",
+    "SessionKeys",
+    "capture_keys",
+    "checkpoint_key",
+    "encode_manifest",
+    "owner_key",
+    "parse_manifest",
+    "session_keys",
+    "sha256_sidecar",
+]

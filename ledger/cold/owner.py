@@ -18,7 +18,7 @@ import msgspec
 
 from ..errors import UsageError
 from ..format import format_ts
-from .manifest import owner_key
+from ..layout import owner_key
 from .stores import ObjectConflict, ObjectNotFound, Store
 
 MAX_OWNER_BYTES = 4096
