@@ -94,7 +94,7 @@ def verify(
     targets = list(paths or [])
     if not targets and tiers is None:
         # No PATH: the root every other command acts on (--root, LEDGER_ROOT, the config).
-        given = _given_root(cfg)
+        given = _given_root(cfg, root)
         if given is None:
             raise LedgerError(
                 "nothing to verify: give PATH..., a store URL, --root ROOT (or LEDGER_ROOT), or --tiers ROOT"

@@ -66,13 +66,14 @@ def _config(config: Path | None, root: Path | None, namespace: str | None, store
     return load_config(config, root=str(root) if root else None, namespace=namespace, store=store)
 
 
-def _given_root(cfg) -> Path | None:
+def _given_root(cfg, root: Path | None) -> Path | None:
     """The root a command that reads paths falls back on when given none: --root,
     LEDGER_ROOT or a configuration file's root, never the built-in default (an empty
     input set is an error, not a check of whatever /var/lib/ledger holds)."""
     from ..config import Config
 
-    return Path(cfg.root) if cfg.root != Config().root else None
+    given = root is not None or os.environ.get("LEDGER_ROOT") or cfg.root != Config().root
+    return Path(cfg.root) if given else None
 
 
 def _config_keys(cfg, key_files: list[Path] | None, signing: bool = False) -> tuple[bytes, ...]:

@@ -109,7 +109,7 @@ def tail(
     # The namespace filter is tail's own --namespace: the configuration's is left out here.
     cfg = _config(config, root, None)
     if path is None:
-        path = _given_root(cfg)
+        path = _given_root(cfg, root)
         if path is None:
             raise UsageError("nothing to tail: give PATH, or --root ROOT (or LEDGER_ROOT)")
     _refuse_gzip(path)
