@@ -1,0 +1,5 @@
+"""``python -m ledger.cli``: the console script."""
+
+from . import main
+
+main()

@@ -1,0 +1,145 @@
+"""What several commands share: the options declared once, and the configuration,
+keys, store, writer and views they resolve to."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import keys as keymod
+from ..errors import KeyFileError, LedgerError
+from .render import _write_quietly
+
+# ---- options shared by the commands that act on a ledger ------------------------------------
+
+RootOpt = Annotated[Path | None, typer.Option("--root", help="Ledger root directory. Env: LEDGER_ROOT.")]
+NamespaceOpt = Annotated[str | None, typer.Option("--namespace", help="Namespace (default: the host name).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML configuration file. Env: LEDGER_CONFIG.")]
+StoreOpt = Annotated[
+    str | None, typer.Option("--store", help="Cold store URL, s3://bucket/prefix or file:///dir. Env: LEDGER_STORE.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+KeyFiles = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--key-file", help="HMAC key file (64 hex chars); repeat for rotated keys. Env: LEDGER_HMAC_KEY_FILE."
+    ),
+]
+
+
+def load_keys(key_files: list[Path] | None, signing: bool = False) -> tuple[bytes, ...]:
+    """Keys from --key-file (repeatable) or LEDGER_HMAC_KEY_FILE."""
+    paths = list(key_files or [])
+    if not paths and os.environ.get(keymod.KEY_ENV):
+        paths = [Path(os.environ[keymod.KEY_ENV])]
+    return tuple(_load_secret(keymod.load_key_file, p, signing) for p in paths)
+
+
+def _load_secret(load, path, signing: bool, what: str = "key file"):
+    """A key or seed file: refused when a signing command finds it readable by group or
+    others, warned about (one stderr line) when the command only verifies."""
+    loaded = load(path)  # a file that does not load is that error alone
+    exposed = keymod.exposed(path, what)
+    if exposed and signing:
+        raise KeyFileError(f"refusing to sign with an exposed key: {exposed}")
+    if exposed:
+        _write_quietly(sys.stderr, f"ledger: warning: {exposed}\n")
+    return loaded
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise LedgerError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _config(config: Path | None, root: Path | None, namespace: str | None, store: str | None = None):
+    from ..config import load_config
+
+    return load_config(config, root=str(root) if root else None, namespace=namespace, store=store)
+
+
+def _given_root(cfg, root: Path | None) -> Path | None:
+    """The root a command that reads paths falls back on when given none: --root,
+    LEDGER_ROOT or a configuration file's root, never the built-in default (an empty
+    input set is an error, not a check of whatever /var/lib/ledger holds)."""
+    from ..config import Config
+
+    given = root is not None or os.environ.get("LEDGER_ROOT") or cfg.root != Config().root
+    return Path(cfg.root) if given else None
+
+
+def _config_keys(cfg, key_files: list[Path] | None, signing: bool = False) -> tuple[bytes, ...]:
+    keys = load_keys(key_files, signing)
+    if not keys and cfg.hmac_key_file:
+        keys = (_load_secret(keymod.load_key_file, cfg.hmac_key_file, signing),)
+    return keys
+
+
+def _need_key(cfg, key_files: list[Path] | None) -> tuple[bytes, ...]:
+    keys = _config_keys(cfg, key_files, signing=True)
+    if not keys:
+        raise LedgerError("this command records events: give --key-file (or LEDGER_HMAC_KEY_FILE / hmac_key_file)")
+    return keys
+
+
+def _open_store(cfg):
+    import msgspec
+
+    from ..cold.stores import StoreOptions, open_store
+
+    if not cfg.cold.store:
+        raise LedgerError("no cold store: give --store URL (or LEDGER_STORE, or [cold] store in the config)")
+    try:
+        options = msgspec.convert(cfg.cold.s3, StoreOptions)
+    except msgspec.ValidationError as exc:
+        raise LedgerError(f"[cold.s3] configuration: {exc}") from None
+    return open_store(cfg.cold.store, options)
+
+
+def _writer(cfg, keys: tuple[bytes, ...]):
+    """The namespace's writer for a command that records: fails, naming the holder, if a host has it."""
+    from ..writer import Ledger
+
+    return Ledger.open(cfg.root, namespace=cfg.ns, hmac_key=keys[0], extra_keys=keys[1:])
+
+
+def _projector(cfg, store=None):
+    """The namespace's views; a rebuild of them reads archived sessions from ``store``,
+    or from the configured store (a view rebuilt from the hot tier alone would drop
+    archived batches, so Projector refuses that)."""
+    from ..projections import Projector
+
+    archived = None
+    if store is not None or cfg.cold.store:
+        from ..cold.remote import archived_lines
+
+        def archived():
+            # Opened only when a rebuild happens: the views alone need no store.
+            return archived_lines(store or _open_store(cfg), cfg.ns)
+
+    return Projector(cfg.root, cfg.ns, archived_sessions=archived)
+
+
+def _capture_options(cfg, interface: str | None = None, duration: int | None = None):
+    from ..capture import CaptureOptions, default_capture_dir
+
+    opts = {"capture_dir": str(default_capture_dir(cfg.root, cfg.ns))}
+    if interface:
+        opts["interface"] = interface
+    if duration:
+        opts["duration_s"] = duration
+    return CaptureOptions.from_dict(opts)
+
+
+def _hot_projector(cfg):
+    from ..projections import Projector
+
+    return Projector(cfg.root, cfg.ns)

@@ -1,0 +1,262 @@
+"""Rendering: the consoles, the verify report and summary, the tables, JSON, tail's lines.
+
+Everything a command prints is shaped here; the commands decide what to print.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..verify import FileReport, VerifyReport
+
+
+def _wide(stream) -> int | None:
+    """Terminal width on a TTY; otherwise wide enough that tables never squeeze ids."""
+    try:
+        return None if stream.isatty() else 200
+    except (AttributeError, ValueError):
+        return 200
+
+
+class _Console(Console):
+    """rich's Console, except that a closed pipe is not the tamper code.
+
+    rich's ``on_broken_pipe`` raises ``SystemExit(1)``, and 1 means an evidence problem
+    here. Once the reader has gone, the rest of the output goes to /dev/null and the
+    command ends with its own exit code: 0 on intact evidence, 1 only on a real finding.
+    """
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        _quiet_broken_pipe(sys.stderr if self.stderr else sys.stdout)
+
+
+def _out_console() -> Console:
+    return _Console(highlight=False, soft_wrap=True, width=_wide(sys.stdout))
+
+
+def _err_console() -> Console:
+    return _Console(
+        width=_wide(sys.stderr),
+        stderr=True,
+        highlight=False,
+        soft_wrap=True,
+        no_color=bool(os.environ.get("NO_COLOR")) or None,
+    )
+
+
+def _write_quietly(stream, text: str) -> None:
+    """Write and flush; a reader that has gone is not an error of ours."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        _quiet_broken_pipe(stream)
+    except (ValueError, OSError):
+        pass
+
+
+def _quiet_broken_pipe(stream=None) -> None:
+    """Point the stream's descriptor (stdout by default) at /dev/null: the reader has gone,
+    and Python would complain again when flushing it at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, (stream or sys.stdout).fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _print_json(obj) -> None:
+    import msgspec
+
+    sys.stdout.write(msgspec.json.encode(obj).decode() + "\n")
+
+
+def render_verify(report: VerifyReport) -> None:
+    """One line per file (and its notes), then a closing line saying, per file, what was
+    checked and what failed: taken from the reports, never from what the caller hoped."""
+    console = _err_console()
+    for f in report.files:
+        console.print(_verify_line(f))
+        for note in f.notes:
+            console.print(f"  note: {escape(note)}")
+    for c in report.captures:
+        console.print(_capture_line(c))
+    for note in report.notes:
+        console.print(f"note: {escape(note)}")
+    console.print(_verify_summary(report))
+
+
+_SIGS_UNCHECKED = "signatures NOT checked (no --key-file/--pubkey/--fs-seed)"
+
+
+def _what_held(f: FileReport) -> str:
+    """What was checked of a file that held, in words."""
+    state = "sealed" if f.sealed else f"UNSEALED (signed through size {f.signed_size})"
+    if f.signatures != "verified":
+        sigs = _SIGS_UNCHECKED
+    elif f.signers:
+        sigs = f"signatures verified (by {', '.join(f.signers)})"
+    else:
+        sigs = "no checkpoint to sign"
+    return f"chain, {f.checkpoints} checkpoint roots, {state}; {sigs}"
+
+
+def _what_failed(f: FileReport) -> str:
+    e = f.first_error
+    where = f"line {e.line}" if e.line is not None else "file"
+    held = f"; the {f.events} lines before it held" if e.line and f.events else ""
+    sigs = "" if f.signatures == "verified" else f"; {_SIGS_UNCHECKED}"
+    return f"{escape(Path(f.path).name)}: FAILED at {where} ({e.reason}){held}{sigs}"
+
+
+def _verify_summary(report: VerifyReport) -> str:
+    """``OK|FAIL: k/n files intact, E events: <per file: what held, or where and why it failed>``.
+    Files that held alike are grouped (named when few); every failure is named."""
+    files = report.files
+    held: dict[str, list[str]] = {}
+    for f in files:
+        if f.ok:
+            held.setdefault(_what_held(f), []).append(f.path)
+    parts = []
+    for what, paths in held.items():
+        who = ", ".join(escape(Path(p).name) for p in paths) if len(paths) <= 3 else f"{len(paths)} files"
+        parts.append(f"{who}: {escape(what)}")
+    parts += [_what_failed(f) for f in files if not f.ok]
+    if report.captures:
+        good = sum(c.verdict == "ok" for c in report.captures)
+        bad = sum(not c.ok for c in report.captures)
+        unchecked = len(report.captures) - good - bad
+        parts.append(
+            f"{good}/{len(report.captures)} captures intact"
+            + (f", {bad} FAILED" if bad else "")
+            + (f" ({unchecked} not checked)" if unchecked else "")
+        )
+    verdict = "[green]OK[/green]" if report.ok else "[red]FAIL[/red]"
+    n_ok = sum(f.ok for f in files)
+    events = sum(f.events for f in files)
+    return f"{verdict}: {n_ok}/{len(files)} files intact, {events} events: " + "; ".join(parts or ["nothing verified"])
+
+
+def _capture_line(c) -> str:
+    what = escape(f"capture {c.capture_id} {c.where}" if c.capture_id else c.where)
+    if c.verdict == "ok":
+        return f"[green]OK[/green] {what}: {c.found_bytes:,} bytes match its capture.sealed"
+    label = "[red]FAIL[/red]" if not c.ok else "[yellow]NOT CHECKED[/yellow]"
+    return f"{label} {what}: {c.verdict}: {escape(c.detail)}"
+
+
+def _verify_line(f: FileReport) -> str:
+    # Paths and details quote bytes from the file: never let them be read as markup.
+    path = escape(f.path)
+    if f.first_error is not None:
+        e = f.first_error
+        where = f"line {e.line}" if e.line is not None else "file"
+        return f"[red]FAIL[/red] {path}: {where}: {e.reason}: {escape(e.detail)}"
+    state = f"sealed ({escape(f.seal_reason or '')})" if f.sealed else f"UNSEALED, signed through size {f.signed_size}"
+    torn = f", torn tail of {f.torn_tail_bytes} bytes not verified" if f.torn_tail_bytes else ""
+    return f"[green]PASS[/green] {path}: {f.events} events, {f.checkpoints} checkpoints, {state}{torn}"
+
+
+# Below this many columns the captures table leaves out its sha256 prefix (--json has it whole).
+_NARROW = 100
+
+
+def _whole_column(table: Table, name: str, values: list[str]) -> None:
+    """A column never wrapped or shortened (an id, a state): as wide as its longest value."""
+    table.add_column(name, no_wrap=True, overflow="fold", min_width=max([len(name), *map(len, values)]))
+
+
+def _captures_table(views, title: str = "captures", width: int | None = None) -> Table:
+    """Readable at 80 columns: other columns wrap (fold, never "…") and sha256 goes when narrow."""
+    views = list(views)
+    narrow = width is not None and width < _NARROW
+    table = Table(title=title)
+    _whole_column(table, "capture id", [v.capture_id for v in views])
+    table.add_column("cn", overflow="fold")
+    table.add_column("ip", overflow="fold")
+    _whole_column(table, "state", [v.state for v in views])
+    for col in ("local", "bytes", *(() if narrow else ("sha256",))):
+        table.add_column(col, no_wrap=col == "sha256", overflow="fold")
+    for v in views:
+        row = [escape(v.capture_id), escape(v.cn), escape(v.ip), v.state, "yes" if v.local else "no", f"{v.bytes:,}"]
+        table.add_row(*row, *(() if narrow else (v.sha256[:12],)))
+    return table
+
+
+def _batches_table(batches, width: int | None = None) -> Table:
+    """Fits 80 columns whole (``width`` is taken for the same call as the captures table)."""
+    batches = list(batches)
+    table = Table(title="archive batches (--json for keys)")
+    _whole_column(table, "session", [b.session for b in batches])
+    table.add_column("events", overflow="fold")
+    _whole_column(table, "state", [b.state for b in batches])
+    for col in ("local", "objects", "bytes"):
+        table.add_column(col, overflow="fold")
+    for b in batches:
+        table.add_row(
+            escape(b.session),
+            str(b.events),
+            b.state,
+            "deleted" if b.local_deleted else "kept",
+            str(len(b.objects)),
+            f"{sum(o.bytes for o in b.objects):,}",
+        )
+    return table
+
+
+# ---- captures and projections -----------------------------------------------------------
+
+
+_TAIL_STYLES = {
+    "capture": "cyan",
+    "upload": "blue",
+    "deletion": "red",
+    "session": "bold magenta",
+    "checkpoint": "green",
+    "other": "",
+}
+
+
+def _tail_event_text(ev, multi: bool):
+    from rich.text import Text
+
+    from ..tail import clean, family, summary
+
+    t = Text()
+    if ev.ts is None:
+        t.append("?                  not a v1 line: ", style="dim")
+        t.append(summary(ev))
+        return t
+    t.append(f"{ev.ts[5:10]} {ev.ts[11:23]}", style="dim")
+    if multi:
+        t.append(f" {clean(ev.namespace)}", style="bold")
+    t.append(f" {ev.seq:>6} ")
+    t.append(f"{clean(ev.kind):<18}", style=_TAIL_STYLES[family(ev.kind)])
+    t.append(" ")
+    t.append(summary(ev))
+    return t
+
+
+def _tail_verified_text(v) -> str:
+    if v.keys:
+        sig = f"HMAC signatures verified ({v.keys} key{'s' if v.keys > 1 else ''})"
+    else:
+        sig = "signatures NOT checked (no --key-file)"
+    where = f"{v.namespace}/{v.session}"
+    if v.whole:
+        return f"verified {where} whole: seq 0-{v.lines - 1}, {v.checkpoints} checkpoints, sealed; {sig}"
+    if v.lines == 0:
+        return f"verifying {where} from seq 0 as it is written; {sig}"
+    sealed = ", sealed" if v.sealed else ""
+    return (
+        f"verified {where} from seq 0: seq 0-{v.lines - 1} ({v.checkpoints} checkpoints{sealed}); "
+        f"each new line is checked from seq {v.lines}; {sig}"
+    )
