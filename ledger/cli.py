@@ -254,6 +254,8 @@ def verify(
     targets = list(paths or [])
     if not targets and tiers is None:
         raise LedgerError("nothing to verify: give PATH..., a store URL, or --tiers ROOT")
+    if "-" in targets and (trust or witness):  # checkpoints are checked against a file read again
+        raise LedgerError("--trust/--witness need the session file itself, not standard input")
     local = [t for t in targets if "://" not in t and t != "-"]
     urls = [t for t in targets if "://" in t]
     hot = verify_path(local, policy) if local else VerifyReport([])
