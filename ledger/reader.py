@@ -13,6 +13,8 @@ from pathlib import Path
 
 import msgspec
 
+from .regular import regular_or_warn
+
 BLOCK = 1 << 20
 
 
@@ -30,7 +32,7 @@ _decode = msgspec.json.Decoder(StoredEvent).decode
 
 def session_paths(namespace_dir: Path) -> list[Path]:
     """Session files of one namespace in session (time) order."""
-    return sorted(p for p in namespace_dir.glob("*.ndjson") if not p.name.startswith("."))
+    return sorted(p for p in namespace_dir.glob("*.ndjson") if not p.name.startswith(".") and regular_or_warn(p))
 
 
 def iter_lines(path: Path, start_seq: int = 0) -> Iterator[tuple[int, bytes]]:

@@ -44,6 +44,7 @@ from .capture_verify import verify_local_captures
 from .errors import InputError
 from .keys import key_id
 from .merkle import EMPTY_ROOT, CompactRange
+from .regular import NotRegularFile, read_small
 
 try:  # the hot loop in C (ledger/_speedups.c); LEDGER_PURE_PYTHON=1 keeps the reference alone
     from . import _speedups
@@ -898,6 +899,9 @@ def verify_path(paths: Sequence[str | os.PathLike[str]], policy: Policy = Policy
     return VerifyReport(files, captures, notes)
 
 
+LAST_SEAL_LIMIT = 4096  # the record is a few hundred bytes
+
+
 def check_last_seal(ns_dir: Path, reports: Sequence[FileReport], policy: Policy) -> list[FileReport]:
     """Compare the newest sealed session of a namespace directory with the writer's
     ``.last-seal.json`` (SPEC.md sections 5 and 7).
@@ -912,10 +916,12 @@ def check_last_seal(ns_dir: Path, reports: Sequence[FileReport], policy: Policy)
     path = ns_dir / lastseal.FILE_NAME
     newest = reports[-1]
     try:
-        raw = path.read_bytes()
+        raw = read_small(path, LAST_SEAL_LIMIT)
     except FileNotFoundError:
         newest.notes.append(f"no {lastseal.FILE_NAME}: the newest session is not checked against the writer's record")
         return []
+    except NotRegularFile as exc:  # a FIFO, /dev/zero, a directory: the record fails, the rest is verified
+        return [_record_failure(path, "malformed", exc.strerror)]
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror}") from None
     try:

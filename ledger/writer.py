@@ -37,6 +37,7 @@ from .config import default_namespace
 from .errors import LedgerError, LockedError, UsageError
 from .files import fsync_dir, sha256_file
 from .keys import key_id
+from .regular import read_small, regular_or_warn
 from .session import SessionBuilder
 from .verify import Policy, verify_file
 
@@ -281,7 +282,7 @@ class Ledger:
     def _read_drops(self) -> tuple[str, dict[str, int]] | None:
         """(session, counts) from ``.drops`` when its MAC verifies with one of our keys."""
         try:
-            raw = (self.dir / DROPS_FILE).read_bytes()
+            raw = read_small(self.dir / DROPS_FILE, 1 << 16)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -309,7 +310,7 @@ class Ledger:
         """The link in ``.last-seal.json`` when its MAC verifies with one of our keys."""
         path = self.dir / LAST_SEAL
         try:
-            record = lastseal.parse(path.read_bytes())
+            record = lastseal.parse(read_small(path, 4096))  # a FIFO or /dev/zero: ignored, never blocks
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
@@ -333,7 +334,7 @@ class Ledger:
         """
         record = self._read_last_seal()
         drops = None if live else self._read_drops()
-        sessions = sorted(p for p in self.dir.glob("*.ndjson") if not p.name.startswith("."))
+        sessions = sorted(p for p in self.dir.glob("*.ndjson") if not p.name.startswith(".") and regular_or_warn(p))
         candidates = [p for p in sessions if record is None or p.stem >= record.session]
         result: dict = {"prev": record, "action": "none"}
         for i, path in enumerate(reversed(candidates)):
