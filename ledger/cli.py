@@ -1276,7 +1276,7 @@ def main(argv: list[str] | None = None) -> None:
             args = sys.argv[1:] if argv is None else argv
             fail(exc.format_message(), EXIT_ERROR, "--json" in args and not _NDJSON_COMMANDS.intersection(args[:2]))
             code = EXIT_ERROR
-        except (click.exceptions.Abort, KeyboardInterrupt):
+        except (typer.Abort, KeyboardInterrupt):  # typer._click.exceptions has no Abort
             code = EXIT_INTERRUPTED
         except BrokenPipeError:
             _quiet_broken_pipe()
