@@ -248,6 +248,7 @@ def verify(
         verifiers=tuple(notes.load_verifier_keys(pubkey or [])),
         fs_seeds=tuple(_load_secret(fsseal.load_fs_seed, p, False, "seed file") for p in fs_seed or []),
     )
+    _state["keys_given"] = _keys_given(policy)  # for the closing line of a file that failed as a whole
     ca_file = tsa_ca or (Path(cfg.cold.tsa_ca_file) if cfg.cold.tsa_ca_file else None)
     ca_pem = _read_file(ca_file) if ca_file else None
     if ca_pem is not None:
@@ -376,8 +377,26 @@ def _what_failed(f: FileReport) -> str:
     e = f.first_error
     where = f"line {e.line}" if e.line is not None else "file"
     held = f"; the {f.events} lines before it held" if e.line and f.events else ""
-    sigs = "" if f.signatures == "verified" else f"; {_SIGS_UNCHECKED}"
+    sigs = "" if f.signatures == "verified" else f"; {_sigs_unchecked(e)}"
     return f"{escape(Path(f.path).name)}: FAILED at {where} ({e.reason}){held}{sigs}"
+
+
+def _keys_given(policy: Policy) -> str:
+    kinds = [
+        ("HMAC key", policy.keys),
+        ("Ed25519 verifier key", policy.verifiers),
+        ("forward-secure seed", policy.fs_seeds),
+    ]
+    return ", ".join(name for name, given in kinds if given)
+
+
+def _sigs_unchecked(e) -> str:
+    """A file that failed as a whole (missing, not gzip, empty) had no line to check a
+    signature on: say so, and which keys were given, rather than blame missing options."""
+    given = _state.get("keys_given")
+    if e.line is None and given:
+        return f"signatures not reached: no line was read ({given} given)"
+    return _SIGS_UNCHECKED
 
 
 def _verify_summary(report: VerifyReport) -> str:
