@@ -268,6 +268,7 @@ class SessionTree:
         start, end = self._offsets[seq], self._offsets[seq + 1]
         try:
             with open(self.path, "rb") as f:
+                f, _ = _gunzipped(f, 0)  # a gzip session: seek in the decompressed stream
                 f.seek(start)
                 line = f.read(end - start)
         except OSError as exc:

@@ -73,3 +73,12 @@ def test_witness_url_naming_the_namespace_finds_the_shipped_checkpoints(tmp_path
         run = _cli("verify", "--key-file", key_file, path, "--witness", url)
         assert run.returncode == 0, (url, run.stderr.decode())
         assert b": consistent: " in run.stderr and b"INCONSISTENT" not in run.stderr
+
+
+def test_an_inclusion_proof_from_a_gzip_session_is_the_plain_one(tmp_path):
+    path, _, _ = _session(tmp_path)
+    gz = tmp_path / f"{path.stem}.ndjson.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    plain, packed = _cli("prove", "inclusion", path, "--seq", "2"), _cli("prove", "inclusion", gz, "--seq", "2")
+    assert packed.returncode == plain.returncode == 0, packed.stderr.decode()
+    assert packed.stdout == plain.stdout
