@@ -103,6 +103,16 @@ def check_trusted(report: VerifyReport, saved: list[bytes], verifiers: list) -> 
     return [_check_one(f"trusted checkpoint {i + 1}", note, report, verifiers) for i, note in enumerate(saved)]
 
 
+def _stored_checkpoints(store, namespace: str, session: str) -> list:
+    """A session's shipped notes: ``<namespace>/checkpoints/<session>/`` of the store, or
+    ``checkpoints/<session>/`` when the URL already names the namespace (``file:///cold/ns``,
+    as ``verify`` takes a store URL)."""
+    found = list(store.list(layout.checkpoints_prefix(namespace, session)))
+    if not found and store.url.rstrip("/").endswith("/" + namespace):
+        found = list(store.list(f"checkpoints/{session}/"))
+    return found
+
+
 def check_witness(report: VerifyReport, store, verifiers: list) -> list[Anchor]:
     """Every stored checkpoint of every local session in ``report``."""
     out = []
@@ -110,7 +120,7 @@ def check_witness(report: VerifyReport, store, verifiers: list) -> list[Anchor]:
         if not f.origin or "://" in f.path:
             continue
         _, namespace, session = f.origin.split("/", 2)
-        for info in store.list(layout.checkpoints_prefix(namespace, session)):
+        for info in _stored_checkpoints(store, namespace, session):
             with store.open(info.key) as obj:
                 note = obj.read(1 << 16)
             out.append(_check_one(f"{store.url.rstrip('/')}/{info.key}", note, report, verifiers))

@@ -33,6 +33,7 @@ import msgspec
 
 from .cold.stores.base import StoreOptions
 from .errors import UsageError
+from .regular import open_regular
 
 ENV_PREFIX = "LEDGER_"
 DEFAULT_HOT_RETENTION_DAYS = 7.0
@@ -94,7 +95,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
     path = path or env.get(ENV_PREFIX + "CONFIG")
     if path:
         try:
-            with open(path, "rb") as f:
+            with open_regular(path) as f:
                 raw = tomllib.load(f)
         except OSError as exc:
             raise UsageError(f"cannot read config {path}: {exc.strerror}") from None

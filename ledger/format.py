@@ -98,6 +98,9 @@ class Sig(msgspec.Struct, forbid_unknown_fields=True):
     sig: str
 
 
+COUNT = Annotated[int, msgspec.Meta(ge=0)]  # a drop count: a negative one is bad_checkpoint
+
+
 class Checkpoint(msgspec.Struct, kw_only=True):
     """data of ``ledger.checkpoint`` at seq n: a signed commitment to events 0..n-1."""
 
@@ -106,7 +109,7 @@ class Checkpoint(msgspec.Struct, kw_only=True):
     chain: HEX64
     sigs: list[Sig]
     # Drop totals so far: an int (total) or counts by reason.
-    dropped: int | dict[str, int] | None = None
+    dropped: COUNT | dict[str, COUNT] | None = None
 
 
 class Sealed(Checkpoint, kw_only=True):
@@ -117,7 +120,7 @@ class Sealed(Checkpoint, kw_only=True):
     """
 
     reason: str
-    dropped: int | dict[str, int] | None = None  # absent counts as 0 in the seal text
+    dropped: COUNT | dict[str, COUNT] | None = None  # absent counts as 0 in the seal text
     torn_bytes: int | None = None
 
 

@@ -38,6 +38,7 @@ import msgspec
 from .errors import FsSealError, KeyFileError
 from .files import replace_atomic
 from .keys import create_secret_file
+from .regular import open_regular
 
 ALG = "hmac-sha256-fs"
 SEED_BYTES = 32
@@ -375,7 +376,7 @@ def tick(path: str | os.PathLike[str], ratchet: FsRatchet, now: float) -> bool:
 
 def _decode_file(path: str | os.PathLike[str], decoder: msgspec.json.Decoder, what: str):
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             data = f.read(4096)
     except OSError as exc:
         raise KeyFileError(f"cannot read {what} file {path}: {exc.strerror}") from None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .errors import KeyFileError
 from .files import create_exclusive
+from .regular import open_regular
 
 KEY_BYTES = 32
 KEY_ENV = "LEDGER_HMAC_KEY_FILE"
@@ -46,7 +47,7 @@ def exposed(path: str | os.PathLike[str], what: str = "key file") -> str | None:
 def load_key_file(path: str | os.PathLike[str]) -> bytes:
     """Read a key file; any problem is a KeyFileError naming the file, never its content."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             text = f.read(4 * KEY_BYTES)
     except OSError as exc:
         raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None

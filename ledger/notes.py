@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from .errors import EvidenceError, KeyFileError
 from .keys import create_secret_file
+from .regular import open_regular
 
 ALG_ED25519 = 0x01
 SIG_PREFIX = "\u2014 ".encode()  # EM DASH (e2 80 94), space
@@ -396,7 +397,7 @@ def write_signer_key_file(path: str | os.PathLike[str], signer: Signer) -> str:
 def load_signer_key_file(path: str | os.PathLike[str]) -> Signer:
     """Read a signer key file (one key string, optional final newline); raises KeyFileError."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             data = f.read(4096)
     except OSError as exc:
         raise KeyFileError(f"cannot read signer key file {path}: {exc.strerror}") from None
@@ -441,7 +442,7 @@ def _named(value: str) -> str:
 
 def _verifier_file(path: str) -> list[Verifier]:
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             data = f.read(1 << 20)
     except OSError as exc:
         raise KeyFileError(f"{path}: not a verifier key, and cannot be read as a key file: {exc.strerror}") from None

@@ -29,9 +29,11 @@ inclusion of the entry's leaf hash in the checkpoint's root.
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import os
 import re
+import zlib
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -158,6 +160,16 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
+def _gunzipped(f, size: int):
+    """(reader, bytes to read): an archived ``.ndjson.gz`` (by its magic bytes) decompressed,
+    to its end; a plain file as it is, up to ``size``."""
+    magic = f.read(2)
+    f.seek(0)
+    if magic != b"\x1f\x8b":
+        return f, size
+    return gzip.GzipFile(fileobj=f), float("inf")
+
+
 class SessionTree:
     """One session file, scanned once: leaf hashes, line offsets, checkpoints, origin."""
 
@@ -195,6 +207,7 @@ class SessionTree:
         try:
             with open(name, "rb") as f:
                 remaining = os.fstat(f.fileno()).st_size  # the length now: never read past it
+                f, remaining = _gunzipped(f, remaining)
                 carry = b""
                 pos = 0
                 while remaining > 0 and (block := f.read(min(_BLOCK, remaining))):
@@ -211,8 +224,8 @@ class SessionTree:
                     carry = data[start:]
                     if len(carry) > fmt.MAX_LINE_BYTES:
                         raise EvidenceError("line longer than 16 MiB", path=name, line=seq + 1)
-        except OSError as exc:
-            raise InputError(f"cannot read {name}: {exc.strerror}") from None
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputError(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}") from None
         if seq == 0:
             raise InputError(f"{name}: no complete line")
         return cls(name, leaves, offsets, origin, checkpoints)
@@ -255,6 +268,7 @@ class SessionTree:
         start, end = self._offsets[seq], self._offsets[seq + 1]
         try:
             with open(self.path, "rb") as f:
+                f, _ = _gunzipped(f, 0)  # a gzip session: seek in the decompressed stream
                 f.seek(start)
                 line = f.read(end - start)
         except OSError as exc:

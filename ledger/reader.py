@@ -14,6 +14,7 @@ from pathlib import Path
 import msgspec
 
 from .layout import session_files
+from .regular import regular_or_warn
 
 BLOCK = 1 << 20
 
@@ -32,7 +33,7 @@ _decode = msgspec.json.Decoder(StoredEvent).decode
 
 def session_paths(namespace_dir: Path) -> list[Path]:
     """Session files of one namespace in session (time) order."""
-    return session_files(namespace_dir)
+    return [p for p in session_files(namespace_dir) if regular_or_warn(p)]  # a FIFO never blocks a reader
 
 
 def iter_lines(path: Path, start_seq: int = 0) -> Iterator[tuple[int, bytes]]:

@@ -26,6 +26,7 @@ from . import format as fmt
 from . import hot, layout
 from .errors import LockedError, failure_text
 from .files import fsync_dir, sha256_file
+from .regular import read_small, regular_or_warn
 from .session import SessionBuilder
 from .verify import Policy, verify_file
 
@@ -112,7 +113,7 @@ class CrashRecovery:
     def _read_drops(self) -> tuple[str, dict[str, int]] | None:
         """(session, counts) from ``.drops`` when its MAC verifies with one of our keys."""
         try:
-            raw = layout.drops_path(self.dir).read_bytes()
+            raw = read_small(layout.drops_path(self.dir), 1 << 16)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -136,7 +137,7 @@ class CrashRecovery:
         """The link in ``.last-seal.json`` when its MAC verifies with one of our keys."""
         path = layout.last_seal_path(self.dir)
         try:
-            record = hot.parse_last_seal(path.read_bytes())
+            record = hot.parse_last_seal(read_small(path, 4096))  # a FIFO or /dev/zero: ignored, never blocks
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
@@ -160,7 +161,7 @@ class CrashRecovery:
         """
         record = self._read_last_seal()
         drops = None if live else self._read_drops()
-        sessions = layout.session_files(self.dir)
+        sessions = [p for p in layout.session_files(self.dir) if regular_or_warn(p)]
         candidates = [p for p in sessions if record is None or p.stem >= record.session]
         result: dict = {"prev": record, "action": "none"}
         for i, path in enumerate(reversed(candidates)):

@@ -231,7 +231,7 @@ class Ledger(CrashRecovery):
         count, and the OSError names its path."""
         now = time.time()
         session = fmt.new_session_id(now)
-        newest = max((p.stem for p in layout.session_files(self.dir)), default="")
+        newest = max((p.stem for p in layout.session_files(self.dir) if p.stem[:8].isdigit()), default="")  # ids only
         if session <= newest:  # the clock went backwards: keep ids sorted anyway
             session = fmt.new_session_id(_session_time(newest) + 1e-6)
         builder = SessionBuilder(self.namespace, session, self._keys, prev, opened_extra, self._sign_fns)

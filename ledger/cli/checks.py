@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from ..errors import LedgerError
 from ..verify import Policy, VerifyReport, verify_path
-from . import Outcome, app, guarded, outcome_of
+from . import Outcome, app, guarded, outcome_of, render
 from .options import (
     ConfigOpt,
     JsonOpt,
@@ -87,6 +87,7 @@ def verify(
         verifiers=tuple(notes.load_verifier_keys(pubkey or [])),
         fs_seeds=tuple(_load_secret(fsseal.load_fs_seed, p, False, "seed file") for p in fs_seed or []),
     )
+    render.KEYS_GIVEN["text"] = render.keys_given(policy)  # for the closing line of a file that failed whole
     ca_file = tsa_ca or (Path(cfg.cold.tsa_ca_file) if cfg.cold.tsa_ca_file else None)
     ca_pem = _read_file(ca_file) if ca_file else None
     if ca_pem is not None:
@@ -100,6 +101,8 @@ def verify(
                 "nothing to verify: give PATH..., a store URL, --root ROOT (or LEDGER_ROOT), or --tiers ROOT"
             )
         targets = [str(given / cfg.namespace if cfg.namespace else given)]
+    if "-" in targets and (trust or witness):  # checkpoints are checked against a file read again
+        raise LedgerError("--trust/--witness need the session file itself, not standard input")
     local = [t for t in targets if "://" not in t and t != "-"]
     urls = [t for t in targets if "://" in t]
     hot = verify_path(local, policy) if local else VerifyReport([])

@@ -12,6 +12,7 @@ import typer
 
 from .. import keys as keymod
 from ..errors import KeyFileError, LedgerError
+from ..regular import read_small
 from .render import _write_quietly
 
 # ---- options shared by the commands that act on a ledger ------------------------------------
@@ -55,7 +56,7 @@ def _load_secret(load, path, signing: bool, what: str = "key file"):
 
 def _read_file(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        return read_small(path, 16 << 20)  # a CA or a note: a FIFO or /dev/zero never blocks
     except OSError as exc:
         raise LedgerError(f"cannot read {path}: {exc.strerror}") from None
 

@@ -113,8 +113,30 @@ def _what_failed(f: FileReport) -> str:
     e = f.first_error
     where = f"line {e.line}" if e.line is not None else "file"
     held = f"; the {f.events} lines before it held" if e.line and f.events else ""
-    sigs = "" if f.signatures == "verified" else f"; {_SIGS_UNCHECKED}"
+    sigs = "" if f.signatures == "verified" else f"; {_sigs_unchecked(e)}"
     return f"{escape(Path(f.path).name)}: FAILED at {where} ({e.reason}){held}{sigs}"
+
+
+# Set by the verify command: which kinds of key it was given.
+KEYS_GIVEN = {"text": ""}
+
+
+def keys_given(policy) -> str:
+    kinds = [
+        ("HMAC key", policy.keys),
+        ("Ed25519 verifier key", policy.verifiers),
+        ("forward-secure seed", policy.fs_seeds),
+    ]
+    return ", ".join(name for name, given in kinds if given)
+
+
+def _sigs_unchecked(e) -> str:
+    """A file that failed as a whole (missing, not gzip, empty) had no line to check a
+    signature on: say so, and which keys were given, rather than blame missing options."""
+    given = KEYS_GIVEN["text"]
+    if e.line is None and given:
+        return f"signatures not reached: no line was read ({given} given)"
+    return _SIGS_UNCHECKED
 
 
 def _verify_summary(report: VerifyReport) -> str:

@@ -65,6 +65,7 @@ def verify_store(
     for ns in namespaces:
         reports = [verify_archived(store, key, policy, tsa_ca_pem) for key in archived_manifests(store, ns)]
         check_prev_links(reports)
+        _flag_missing_tokens(reports)
         files.extend(reports)
         captures += verify_store_captures(store, ns, reports)
     if not files:
@@ -74,6 +75,18 @@ def verify_store(
     report = VerifyReport(files)
     report.captures = captures
     return report
+
+
+NO_TOKEN = "no RFC 3161 token (.tsr) in the store: no timestamp checked"
+
+
+def _flag_missing_tokens(reports: list[FileReport]) -> None:
+    """A session without a token among sessions with one says so: a deleted .tsr is seen."""
+    stamped = any(n.startswith("RFC 3161 timestamp ") for r in reports for n in r.notes)
+    if stamped or any(r.first_error and r.first_error.reason == "bad_timestamp" for r in reports):
+        for r in reports:
+            if NO_TOKEN in r.notes:
+                r.notes[r.notes.index(NO_TOKEN)] = NO_TOKEN + ", although other sessions of this namespace have one"
 
 
 def verify_store_captures(store: Store, namespace: str, reports: list[FileReport]) -> list[CaptureCheck]:
@@ -170,6 +183,8 @@ def verify_archived(store: Store, manifest_key: str, policy: Policy, tsa_ca_pem:
             report.notes.append(verify_token(tsr, manifest_bytes, tsa_ca_pem))  # says what was not checked
         except TimestampInvalid as exc:
             problems.append(("bad_timestamp", str(exc)))
+    else:
+        report.notes.append(NO_TOKEN)
     if problems and report.ok:
         reason, detail = problems[0]
         report.first_error = FirstError(None, None, reason, detail)

@@ -6,6 +6,7 @@ CMS are not code to hand-write); the HTTP POST is one stdlib call.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import urllib.error
@@ -69,6 +70,23 @@ def load_ca(pem: bytes, name: str = "--tsa-ca") -> list[x509.Certificate]:
     return certs
 
 
+def _verdict_only(check):
+    """Any failure of ``check`` but a usage error is the verdict: a flipped byte in a stored
+    token raises ValueError, UnsupportedAlgorithm or KeyError in the parsers, never past here."""
+
+    @functools.wraps(check)
+    def checked(*args, **kwargs):
+        try:
+            return check(*args, **kwargs)
+        except (TimestampInvalid, UsageError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - bad DER surfaces as many types
+            raise TimestampInvalid(f"timestamp token is malformed ({type(exc).__name__}: {_one_line(exc)})") from None
+
+    return checked
+
+
+@_verdict_only
 def verify_token(tsr_bytes: bytes, data: bytes, ca_pem: bytes | None) -> str:
     """Check a .tsr against SHA-256(data); return a one-line account of what held.
 
@@ -82,6 +100,8 @@ def verify_token(tsr_bytes: bytes, data: bytes, ca_pem: bytes | None) -> str:
         tsr = rfc3161_client.decode_timestamp_response(tsr_bytes)
     except Exception as exc:  # noqa: BLE001
         raise TimestampInvalid(f"timestamp token does not parse ({_one_line(exc)})") from None
+    if tsr.status not in (0, 1):  # granted, grantedWithMods: any other is no timestamp, CA or not
+        raise TimestampInvalid(f"timestamp token status is {tsr.status}, not granted")
     if tsr.tst_info.message_imprint.message != hashlib.sha256(data).digest():
         raise TimestampInvalid("timestamp token covers another digest")
     stamped = tsr.tst_info.gen_time.isoformat()
@@ -159,6 +179,7 @@ def _children(buf: bytes, start: int, end: int) -> list[tuple[int, int, int, int
     return out
 
 
+@_verdict_only
 def _check_embedded_signature(tsr) -> str | None:
     """Verify the token's signature with the certificate it carries; return that
     certificate's subject, or None when it carries none. Raises TimestampInvalid."""

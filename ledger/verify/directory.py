@@ -13,6 +13,7 @@ import msgspec
 from .. import format as fmt
 from .. import lastseal
 from ..errors import InputError
+from ..regular import NotRegularFile, read_small
 from .policy import Policy
 from .report import FileReport, FirstError
 
@@ -50,6 +51,9 @@ def check_prev_links(reports: Sequence[FileReport]) -> None:
         reports[0].notes.append(f"prev session {reports[0].prev.session} is not here (archived?); link not checked")
 
 
+LAST_SEAL_LIMIT = 4096  # the record is a few hundred bytes
+
+
 def check_last_seal(ns_dir: Path, reports: Sequence[FileReport], policy: Policy) -> list[FileReport]:
     """Compare the newest sealed session of a namespace directory with the writer's
     ``.last-seal.json`` (SPEC.md sections 5 and 7).
@@ -64,10 +68,12 @@ def check_last_seal(ns_dir: Path, reports: Sequence[FileReport], policy: Policy)
     path = ns_dir / lastseal.FILE_NAME
     newest = reports[-1]
     try:
-        raw = path.read_bytes()
+        raw = read_small(path, LAST_SEAL_LIMIT)
     except FileNotFoundError:
         newest.notes.append(f"no {lastseal.FILE_NAME}: the newest session is not checked against the writer's record")
         return []
+    except NotRegularFile as exc:  # a FIFO, /dev/zero, a directory: the record fails, the rest is verified
+        return [_record_failure(path, "malformed", exc.strerror)]
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror}") from None
     try:
