@@ -689,7 +689,14 @@ def _projector(cfg, store=None):
             # Opened only when a rebuild happens: the views alone need no store.
             return archived_lines(store or _open_store(cfg), cfg.ns)
 
-    return Projector(cfg.root, cfg.ns, archived_sessions=archived)
+    return _warn_repaired(Projector(cfg.root, cfg.ns, archived_sessions=archived))
+
+
+def _warn_repaired(views):
+    """One warning line when the views were unreadable and were moved aside to be rebuilt."""
+    if views.repaired:
+        _write_quietly(sys.stderr, f"ledger: warning: {views.repaired}\n")
+    return views
 
 
 def _capture_options(cfg, interface: str | None = None, duration: int | None = None):
@@ -883,7 +890,7 @@ def rebuild(
 def _hot_projector(cfg):
     from .projections import Projector
 
-    return Projector(cfg.root, cfg.ns)
+    return _warn_repaired(Projector(cfg.root, cfg.ns))
 
 
 @app.command()
@@ -933,6 +940,8 @@ def archive(
     # Before a writer is opened (which adds a session to the root): an unreachable store,
     # or a namespace another root owns, fails here and leaves no trace.
     claim_namespace(cold, cfg.ns, identity)
+    with _projector(cfg, cold) as views:  # a damaged view is repaired (or refused) before a writer opens
+        views.catch_up()
     with _writer(cfg, keys) as led:
         archiver = Archiver(
             cfg.root,
