@@ -1008,7 +1008,7 @@ def rotate_remote_cmd(
     missing or not confirming the view), 1 when a manifest fails its MAC.
     """
     from .cold.archive import Recorder
-    from .cold.remote import cutoff_refusal, rotate_remote
+    from .cold.remote import cutoff_refusal, refuse_empty_store, rotate_remote
     from .when import parse_when
 
     cutoff = parse_when(before, option="--before")  # a bad TIME stops here, before any store is opened
@@ -1018,6 +1018,9 @@ def rotate_remote_cmd(
         raise fail(f"--before {before.strip()!r}: {refusal}; give --force to rotate anyway")
     keys = _need_key(cfg, key_file)  # a dry run too: the plan checks each manifest's MAC
     cold = _open_store(cfg)
+    with _projector(cfg) as views:  # a store that cannot be the view's is refused before a writer opens
+        views.catch_up()
+        refuse_empty_store(views, cold)
     if dry_run:
         with _projector(cfg) as views:
             views.catch_up()
