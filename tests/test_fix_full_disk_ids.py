@@ -73,3 +73,13 @@ def test_keygen_on_a_full_disk_leaves_no_key_file(full, args):
     assert all((keys / p).stat().st_size > 0 for p in _names(keys))
     again = ledger_cli("keygen", *argv)  # never overwritten
     assert again.returncode == 2 and "exists" in again.stderr, again.stderr
+
+
+def test_keygen_fs_seed_whose_state_does_not_fit_leaves_no_seed(full):
+    keys = full / "keys"
+    fill = full / "fill"
+    with open(fill, "r+b") as f:  # one page free: the seed fits, its writer state does not
+        f.truncate(fill.stat().st_size - 4096)
+    r = ledger_cli("keygen", "--fs-seed", str(keys / "fs.seed"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "sealing state" in r.stderr, r.stderr
+    assert _names(keys) == []
