@@ -4,6 +4,7 @@ already exist."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from collections.abc import Callable
@@ -38,13 +39,25 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 def create_exclusive(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to a new file (mode 0600) and fsync it; FileExistsError if it exists.
 
-    For keys and seeds: an existing one is never overwritten.
+    For keys and seeds: an existing one is never overwritten. The bytes go to a
+    temporary file in the same directory first, which is linked into place (exclusive:
+    if the name exists, the other writer won): a write that fails (a full disk) leaves
+    nothing behind, never an empty file under the name.
     """
-    fd = os.open(Path(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    target = Path(path)
+    if os.path.lexists(target):  # said first, even when the disk is full
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target))
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(target.parent)
 
 
 def replace_atomic(

@@ -53,6 +53,7 @@ from .format import TRAILER_LEN, ZERO_CHAIN, decode_opened
 from .merkle import Accumulator
 from .reader import StoredEvent, decode_line, iter_lines, session_paths
 from .verify import Policy, verify_file
+from .viewcheck import open_views
 
 log = logging.getLogger("ledger.projections")
 
@@ -377,9 +378,9 @@ class Projector:
         self.archived_sessions = archived_sessions
         path = layout.views_dir(self.dir)
         path.mkdir(mode=0o700, exist_ok=True)
-        self.env = lmdb.open(str(path), max_dbs=8, map_size=map_size, subdir=True, mode=0o600)
         names = ("captures", "batches", "sessions", "meta", "folded")
-        self.dbs = {name: self.env.open_db(name.encode()) for name in names}
+        # Damaged views are moved aside and reopened empty (catch_up then rebuilds); ``repaired`` says so.
+        self.env, self.dbs, self.repaired = open_views(path, names, map_size)
 
     def close(self) -> None:
         self.env.close()

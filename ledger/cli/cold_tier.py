@@ -61,6 +61,8 @@ def archive(
     # Before a writer is opened (which adds a session to the root): an unreachable store,
     # or a namespace another root owns, fails here and leaves no trace.
     claim_namespace(cold, cfg.ns, identity)
+    with _projector(cfg, cold) as views:  # a damaged view is repaired (or refused) before a writer opens
+        views.catch_up()
     with _writer(cfg, keys) as led:
         archiver = Archiver(
             cfg.root,
@@ -135,7 +137,7 @@ def rotate_remote_cmd(
     import msgspec
 
     from ..cold.archive import Recorder
-    from ..cold.remote import cutoff_refusal, rotate_remote
+    from ..cold.remote import cutoff_refusal, refuse_empty_store, rotate_remote
     from ..when import parse_when
 
     cutoff = parse_when(before, option="--before")  # a bad TIME stops here, before any store is opened
@@ -145,6 +147,9 @@ def rotate_remote_cmd(
         raise UsageError(f"--before {before.strip()!r}: {refusal}; give --force to rotate anyway")
     keys = _need_key(cfg, key_file)  # a dry run too: the plan checks each manifest's MAC
     cold = _open_store(cfg)
+    with _projector(cfg) as views:  # a store that cannot be the view's is refused before a writer opens
+        views.catch_up()
+        refuse_empty_store(views, cold)
     if dry_run:
         with _projector(cfg) as views:
             views.catch_up()

@@ -70,7 +70,11 @@ def keygen(
     if fs_seed:
         ratchet = fsseal.write_fs_seed(fs_seed, interval_s=fs_interval)
         state = fs_state or fs_seed.with_name(fs_seed.name + ".state")
-        fsseal.write_fs_state(state, ratchet)
+        try:
+            fsseal.write_fs_state(state, ratchet)
+        except BaseException:
+            fs_seed.unlink(missing_ok=True)  # just made, shared with no one: no seed without its state
+            raise
         print(
             f"wrote seed {fs_seed} (seed id {ratchet.seed_id}; move it OFF this host) and writer state {state}",
             file=sys.stderr,

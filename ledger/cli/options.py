@@ -126,7 +126,14 @@ def _projector(cfg, store=None):
             # Opened only when a rebuild happens: the views alone need no store.
             return archived_lines(store or _open_store(cfg), cfg.ns)
 
-    return Projector(cfg.root, cfg.ns, archived_sessions=archived)
+    return _warn_repaired(Projector(cfg.root, cfg.ns, archived_sessions=archived))
+
+
+def _warn_repaired(views):
+    """One warning line when the views were unreadable and were moved aside to be rebuilt."""
+    if views.repaired:
+        _write_quietly(sys.stderr, f"ledger: warning: {views.repaired}\n")
+    return views
 
 
 def _capture_options(cfg, interface: str | None = None, duration: int | None = None):
@@ -143,4 +150,4 @@ def _capture_options(cfg, interface: str | None = None, duration: int | None = N
 def _hot_projector(cfg):
     from ..projections import Projector
 
-    return Projector(cfg.root, cfg.ns)
+    return _warn_repaired(Projector(cfg.root, cfg.ns))

@@ -23,6 +23,7 @@ from .rotation import (
     RotateStep,
     cutoff_refusal,
     plan_rotation,
+    refuse_empty_store,
     rotate_remote,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "archived_manifests",
     "cutoff_refusal",
     "plan_rotation",
+    "refuse_empty_store",
     "restore_session",
     "rotate_remote",
     "store_namespaces",

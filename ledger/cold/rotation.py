@@ -96,6 +96,22 @@ def cutoff_refusal(before: datetime, hot_retention_s: float, now: float | None =
     return None
 
 
+def refuse_empty_store(projector: Projector, store: Store) -> None:
+    """UsageError when ``store`` cannot be the one the view's batches were archived to: it
+    holds no object at all (a mistyped URL: no such directory, prefix or bucket), or none
+    of this namespace while the view has batches not yet deleted remotely. A rotation
+    that silently matches nothing is a mistake, not a success."""
+    namespace = projector.dir.name
+    if next(iter(store.list("")), None) is None:
+        raise UsageError(f"store {store.url} holds no objects (does it exist?): nothing to rotate there")
+    live = sum(1 for b in projector.batches() if b.state != "remote-deleted")
+    if live and next(iter(store.list(f"{namespace}/")), None) is None:
+        raise UsageError(
+            f"store {store.url} holds nothing of namespace {namespace}, but the batch view has {live} "
+            f"batch(es) archived to {', '.join(sorted({b.store for b in projector.batches()}))}: wrong --store?"
+        )
+
+
 def plan_rotation(
     projector: Projector,
     store: Store,
@@ -115,6 +131,7 @@ def plan_rotation(
     """
     if not keys:
         raise UsageError("rotating the cold tier needs the HMAC key(s): each manifest is verified first")
+    refuse_empty_store(projector, store)
     plan = RotatePlan(before=stored_ts(before))
     namespace = projector.dir.name
     for batch in projector.batches():
