@@ -1,0 +1,115 @@
+"""Captures the store lost, or a view misreports: nothing is deleted, re-uploaded or
+judged on the view alone (a real ``ledger demo`` with real tcpdump and a file:// store)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+NS = "demo"
+REAL_OK = shutil.which("tcpdump") is not None and hasattr(os, "geteuid") and os.geteuid() == 0
+pytestmark = pytest.mark.skipif(not REAL_OK, reason="needs tcpdump on PATH and root to capture on lo")
+
+
+def cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ledger.cli", *map(str, args)], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_once(tmp_path_factory):
+    from ledger.demo import run_demo
+
+    root = tmp_path_factory.mktemp("demo") / "dm"
+    result = run_demo(root, seconds=1.5, clients=4, seed=1)
+    assert result.captures, result.capture_note
+    shutil.copytree(root, root.with_name("pristine"), symlinks=True)
+    return root
+
+
+@pytest.fixture
+def dm(demo_once):
+    """The demo's state afresh, at the same path (its events name the pcaps' absolute
+    paths): one capture offloaded, the session that sealed it archived and deleted."""
+    shutil.rmtree(demo_once)
+    shutil.copytree(demo_once.with_name("pristine"), demo_once, symlinks=True)
+    return demo_once
+
+
+def opts(dm: Path, store: bool = True) -> list:
+    base = ["--root", dm / "ledger", "--namespace", NS, "--key-file", dm / "hmac.key"]
+    return base + (["--store", (dm / "cold").resolve().as_uri()] if store else [])
+
+
+def stored_pcaps(dm: Path) -> list[Path]:
+    return sorted((dm / "cold").rglob("*.pcap"))
+
+
+def local_pcaps(dm: Path) -> list[Path]:
+    return sorted((dm / "ledger" / NS / "captures").glob("*.pcap"))
+
+
+# ---- defect 1: a capture the store lost -----------------------------------------------------
+
+
+def test_archive_uploads_again_a_capture_the_store_lost(dm):
+    [pcap] = stored_pcaps(dm)
+    local = local_pcaps(dm)[0].read_bytes()
+    for p in (dm / "cold").rglob("*.pcap*"):
+        p.unlink()
+    out = cli("archive", *opts(dm))
+    assert out.returncode == 0, out.stderr
+    assert "1 capture(s)" in out.stderr
+    assert pcap.read_bytes() == local
+    again = cli("archive", *opts(dm))  # present now: not uploaded a third time
+    assert again.returncode == 0 and "0 capture(s)" in again.stderr, again.stderr
+
+
+def test_archive_does_not_ship_a_local_pcap_that_differs_from_its_seal(dm):
+    for p in (dm / "cold").rglob("*.pcap*"):
+        p.unlink()
+    [local] = local_pcaps(dm)
+    data = bytearray(local.read_bytes())
+    data[-1] ^= 1
+    local.write_bytes(bytes(data))
+    out = cli("archive", *opts(dm))
+    assert out.returncode == 1, out.stderr
+    assert "differ from its capture.sealed" in out.stderr
+    assert stored_pcaps(dm) == []
+
+
+def test_gc_does_not_evict_as_offloaded_a_capture_the_store_lost(dm):
+    for p in (dm / "cold").rglob("*.pcap*"):
+        p.unlink()
+    for store in (True, False):
+        out = cli("gc", "--dry-run", "--max-files", "0", *opts(dm, store))
+        assert out.returncode == 0, out.stderr
+        assert "would evict" in out.stdout and "NOT offloaded" in out.stdout, out.stdout
+        assert "only copy" in out.stdout if store else "no store configured" in out.stdout
+    # The budget still applies, as to a never-offloaded capture, and the event says so.
+    out = cli("gc", "--max-files", "0", *opts(dm))
+    assert out.returncode == 0, out.stderr
+    assert "evicted" in out.stdout and "NOT offloaded" in out.stdout and "only copy" in out.stdout
+
+
+def test_gc_counts_as_offloaded_a_capture_confirmed_in_the_store(dm):
+    out = cli("gc", "--dry-run", "--max-files", "0", *opts(dm))
+    assert out.returncode == 0, out.stderr
+    assert "offloaded)" in out.stdout, out.stdout
+    assert "NOT offloaded" not in out.stdout, out.stdout
+
+
+def test_gc_does_not_count_a_different_stored_pcap_as_offloaded(dm):
+    [pcap] = stored_pcaps(dm)
+    data = bytearray(pcap.read_bytes())
+    data[-1] ^= 1
+    pcap.write_bytes(bytes(data))
+    out = cli("gc", "--dry-run", "--max-files", "0", *opts(dm))
+    assert out.returncode == 0, out.stderr
+    assert "NOT offloaded" in out.stdout and "different in" in out.stdout, out.stdout
