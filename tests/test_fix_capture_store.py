@@ -113,3 +113,38 @@ def test_gc_does_not_count_a_different_stored_pcap_as_offloaded(dm):
     out = cli("gc", "--dry-run", "--max-files", "0", *opts(dm))
     assert out.returncode == 0, out.stderr
     assert "NOT offloaded" in out.stdout and "different in" in out.stdout, out.stdout
+
+
+# ---- defect 2: a corrupt view and rotate-remote / gc ---------------------------------------
+
+
+def _edit_capture_view(dm: Path, **changes) -> str:
+    """What whoever owns the disk can do: rewrite the capture's entry in the LMDB view."""
+    import msgspec
+
+    from ledger.projections import Projector, _Txn
+
+    with Projector(dm / "ledger", NS) as views:
+        views.catch_up()
+        [v] = views.captures()
+        with views.env.begin(write=True) as txn:
+            _Txn(txn, views.dbs).put_capture(msgspec.structs.replace(v, **changes))
+    return v.capture_id
+
+
+def test_rotate_remote_keeps_a_fresh_capture_the_view_calls_old(dm):
+    cid = _edit_capture_view(dm, started_at="2001-01-01T00:00:00.000000Z")
+    [pcap] = stored_pcaps(dm)
+    dry = cli("rotate-remote", "--before", "30d", "--dry-run", *opts(dm))
+    out = cli("rotate-remote", "--before", "30d", *opts(dm))
+    assert out.returncode == 2 and dry.returncode == 2, out.stderr
+    assert pcap.exists() and pcap.with_name(pcap.name + ".sha256").exists()
+    assert f"capture {cid}'s id does not start before the cut-off" in out.stderr
+    assert "0 key(s) deleted" in out.stderr, out.stderr
+
+
+def test_gc_does_not_count_a_remote_deleted_capture_as_offloaded(dm):
+    _edit_capture_view(dm, state="remote-deleted")
+    out = cli("gc", "--dry-run", "--max-files", "0", *opts(dm))
+    assert out.returncode == 0, out.stderr
+    assert "NOT offloaded" in out.stdout, out.stdout
