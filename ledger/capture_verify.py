@@ -31,6 +31,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,7 +259,7 @@ def _check_local(rec: CaptureRecord, ns_dir: Path) -> CaptureCheck:
     for path in candidates:
         try:
             # O_NOFOLLOW: a symlink put in a pcap's place is not the pcap.
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             continue
         except OSError as exc:
@@ -273,6 +274,30 @@ def _check_local(rec: CaptureRecord, ns_dir: Path) -> CaptureCheck:
                 expected_sha256=rec.sealed.sha256,
                 session=rec.session,
             )
+        if (odd := _not_a_pcap(rec, path, fd)) is not None:
+            return odd
         return check_bytes(rec, str(path), lambda fd=fd: os.fdopen(fd, "rb"))
     why = f"sealed in {rec.session} and never evicted, but not at {recorded_at}"
     return missing(rec, str(recorded_at), why)
+
+
+def _not_a_pcap(rec: CaptureRecord, path: Path, fd: int) -> CaptureCheck | None:
+    """A FIFO, socket, device or directory in the pcap's place is never read (a FIFO would
+    block): the pcap is not there as sealed, a failure. Otherwise ``fd`` blocks again."""
+    from .verify import not_regular
+
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISREG(mode):
+        os.set_blocking(fd, True)
+        return None
+    os.close(fd)
+    what = "a directory" if stat.S_ISDIR(mode) else (not_regular(path) or "not a regular file")
+    return CaptureCheck(
+        capture_id=rec.sealed.capture_id,
+        where=str(path),
+        verdict="capture_mismatch",
+        detail=f"{what} in the pcap's place, not read",
+        expected_bytes=rec.sealed.bytes,
+        expected_sha256=rec.sealed.sha256,
+        session=rec.session,
+    )
