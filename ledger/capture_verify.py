@@ -246,7 +246,21 @@ def verify_local_captures(
             if rec.evicted:
                 continue
             checks.append(_check_local(rec, ns_dir))
+        checks += _unrecorded_local(ns_dir, recorded)
     return checks
+
+
+def _unrecorded_local(ns_dir: Path, recorded: Recorded) -> list[CaptureCheck]:
+    """The pcaps in ``<ns dir>/captures`` whose capture.sealed is in none of the hot
+    sessions verified: said to be not checked, never passed over in silence."""
+    from .capture import scan_captures
+
+    why = "not checked: its capture.sealed is in no hot session (in an archived one?): verify with --tiers ROOT --store URL"
+    return [
+        CaptureCheck(capture_id=f.capture_id, where=f.path, verdict="unrecorded", detail=why)
+        for f in scan_captures(ns_dir / "captures")
+        if f.capture_id not in recorded.captures
+    ]
 
 
 def _file_lines(path: str) -> Callable[[], Iterable[bytes]]:

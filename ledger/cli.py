@@ -276,6 +276,7 @@ def verify(
         for part in (verify_path([tiers], policy), verify_store(cold, cfg.namespace, policy, ca_pem)):
             files += part.files
             captures += part.captures
+        captures = _tier_captures(cold, tiers, namespaces, files, captures)
         tier_rows = [tier_report(tiers, ns, cold) for ns in namespaces]
     report = VerifyReport(files, captures, skipped)
     anchors = []
@@ -310,6 +311,16 @@ def verify(
                 f"oldest hot {escape(str(t.oldest_hot))}: {escape(t.detail)}"
             )
     raise typer.Exit(EXIT_OK if ok else EXIT_EVIDENCE)
+
+
+def _tier_captures(cold, root: Path, namespaces: list[str], files, captures):
+    """The captures whose events straddle the tiers, checked too (ledger/cold/tier_captures.py)."""
+    from .cold.tier_captures import replaces, verify_tier_captures
+
+    for ns in namespaces:
+        new = verify_tier_captures(cold, root, ns, files, captures)
+        captures = replaces(captures, new) + new
+    return captures
 
 
 def _read_file(path: Path) -> bytes:

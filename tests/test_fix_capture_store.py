@@ -148,3 +148,56 @@ def test_gc_does_not_count_a_remote_deleted_capture_as_offloaded(dm):
     out = cli("gc", "--dry-run", "--max-files", "0", *opts(dm))
     assert out.returncode == 0, out.stderr
     assert "NOT offloaded" in out.stdout, out.stdout
+
+
+# ---- defects 3 and 4: captures whose events straddle the tiers -----------------------------
+
+
+def verify_json(*args) -> tuple[int, list[tuple[str, str, str]]]:
+    """(exit code, [(where: 'store' or 'local', verdict, detail)]) of ``ledger verify --json``."""
+    import json
+
+    proc = cli("verify", "--json", *args)
+    caps = json.loads(proc.stdout)["captures"]
+    return proc.returncode, sorted(
+        ("store" if c["where"].startswith("file://") else "local", c["verdict"], c["detail"]) for c in caps
+    )
+
+
+def tiers(dm: Path) -> list:
+    return ["--key-file", dm / "hmac.key", "--tiers", dm / "ledger", "--store", (dm / "cold").resolve().as_uri()]
+
+
+def flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def test_verify_dir_says_a_pcap_sealed_in_an_archived_session_was_not_checked(dm):
+    flip_last_byte(local_pcaps(dm)[0])
+    code, caps = verify_json("--key-file", dm / "hmac.key", dm / "ledger")
+    assert code == 0  # nothing here can vouch for it, or against it ...
+    [(where, verdict, detail)] = caps  # ... but it is named, not passed over
+    assert (where, verdict) == ("local", "unrecorded") and "--tiers" in detail
+
+
+def test_tiers_checks_a_local_pcap_against_its_archived_capture_sealed(dm):
+    code, caps = verify_json(*tiers(dm))
+    assert code == 0 and [c[:2] for c in caps] == [("local", "ok"), ("store", "ok")], caps
+    flip_last_byte(local_pcaps(dm)[0])
+    code, caps = verify_json(*tiers(dm))
+    assert code == 1 and [c[:2] for c in caps] == [("local", "capture_mismatch"), ("store", "ok")], caps
+
+
+@pytest.mark.parametrize("instead", [None, "fifo", "directory"])
+def test_tiers_reports_a_shipped_pcap_gone_from_the_store(dm, instead):
+    """The capture.offloaded is in a hot session (the demo's archive pass wrote it)."""
+    [pcap] = stored_pcaps(dm)
+    pcap.unlink()
+    if instead == "fifo":
+        os.mkfifo(pcap)
+    elif instead == "directory":
+        pcap.mkdir()
+    code, caps = verify_json(*tiers(dm))  # within the subprocess timeout: a FIFO is never opened blocking
+    assert code == 1 and [c[:2] for c in caps] == [("local", "ok"), ("store", "missing_capture")], caps
