@@ -266,6 +266,7 @@ def verify(
         url_report = _verify_url(url, namespace, policy, ca_pem, config)
         files += url_report.files
         captures += url_report.captures
+        captures += _view_shipped(cfg, url_report)
     tier_rows = []
     if tiers is not None:
         from .cold.remote import tier_report, verify_store
@@ -321,6 +322,28 @@ def _tier_captures(cold, root: Path, namespaces: list[str], files, captures):
         new = verify_tier_captures(cold, root, ns, files, captures)
         captures = replaces(captures, new) + new
     return captures
+
+
+def _view_shipped(cfg, url_report: VerifyReport):
+    """With a root (config, LEDGER_ROOT): the pcaps its pointer views say were shipped to
+    the store just verified and that it does not hold (ledger/cold/tier_captures.py)."""
+    import msgspec
+
+    from .cold.stores import StoreOptions, open_store
+    from .cold.tier_captures import view_shipped_missing
+    from .projections import VIEWS_DIR, Projector
+
+    root, urls = Path(cfg.root), {f.path.split("/sessions/")[0] for f in url_report.files if "://" in f.path}
+    checks = []
+    for ns_url in sorted(urls):
+        base, _, ns = ns_url.rpartition("/")
+        if not (root / ns / VIEWS_DIR).is_dir():
+            continue
+        with Projector(root, ns) as views:
+            shipped = views.captures()
+        cold = open_store(base, msgspec.convert(cfg.cold.s3, StoreOptions))
+        checks += view_shipped_missing(cold, ns, shipped, url_report.captures)
+    return checks
 
 
 def _read_file(path: Path) -> bytes:

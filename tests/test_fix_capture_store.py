@@ -201,3 +201,25 @@ def test_tiers_reports_a_shipped_pcap_gone_from_the_store(dm, instead):
         pcap.mkdir()
     code, caps = verify_json(*tiers(dm))  # within the subprocess timeout: a FIFO is never opened blocking
     assert code == 1 and [c[:2] for c in caps] == [("local", "ok"), ("store", "missing_capture")], caps
+
+
+@pytest.mark.parametrize("instead", [None, "fifo", "directory"])
+def test_verify_url_with_a_root_reports_a_pcap_its_views_say_was_shipped(dm, instead, monkeypatch):
+    """``verify file://…``: the capture.offloaded is in a hot session, so the archived
+    sessions alone do not know the pcap was shipped; the root's pointer view does."""
+    url = (dm / "cold").resolve().as_uri()
+    monkeypatch.setenv("LEDGER_ROOT", str(dm / "ledger"))
+    code, caps = verify_json("--key-file", dm / "hmac.key", url)
+    assert code == 0 and [c[:2] for c in caps] == [("store", "ok")], caps
+    [pcap] = stored_pcaps(dm)
+    pcap.unlink()
+    if instead == "fifo":
+        os.mkfifo(pcap)
+    elif instead == "directory":
+        pcap.mkdir()
+    for target in (url, f"{url}/{NS}"):
+        code, caps = verify_json("--key-file", dm / "hmac.key", target)
+        assert code == 1 and [c[:2] for c in caps] == [("store", "missing_capture")], caps
+    monkeypatch.setenv("LEDGER_ROOT", str(dm / "elsewhere"))  # no root, no view: the store alone
+    code, caps = verify_json("--key-file", dm / "hmac.key", url)
+    assert code == 0 and caps == [], caps

@@ -76,3 +76,31 @@ def replaces(done: list[CaptureCheck], new: list[CaptureCheck]) -> list[CaptureC
     is ``unrecorded`` in a tier only when its capture.sealed is in the other one)."""
     judged = {c.capture_id for c in new}
     return [c for c in done if not (c.verdict == "unrecorded" and c.capture_id in judged)]
+
+
+def view_shipped_missing(store: Store, namespace: str, views, done: list[CaptureCheck]) -> list[CaptureCheck]:
+    """``missing_capture`` for each capture the pointer view ``views`` says was shipped to
+    ``store`` (offloaded, no remote.deleted since) that the store does not hold as a
+    regular object, unless ``done`` already judged it. For ``verify URL`` with a root:
+    the archived sessions alone do not know of a capture.offloaded still in a hot one.
+    Only absence is judged here: the view never passes nor fails a pcap's bytes."""
+    base = store.url.rstrip("/")
+    judged = {c.capture_id for c in done if c.verdict != "unrecorded"}
+    checks = []
+    for v in views:
+        if v.state != "offloaded" or (v.store or "").rstrip("/") != base or v.capture_id in judged:
+            continue
+        key = capture_keys(namespace, v.capture_id)[0]
+        if store.head(key) is None:
+            checks.append(
+                CaptureCheck(
+                    capture_id=v.capture_id,
+                    where=f"{base}/{key}",
+                    verdict="missing_capture",
+                    detail=f"the pointer view says it was shipped to {base} (no remote.deleted since), and it is not there",
+                    expected_bytes=v.bytes,
+                    expected_sha256=v.sha256,
+                    session=v.session,
+                )
+            )
+    return checks
