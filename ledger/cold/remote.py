@@ -391,7 +391,7 @@ def _id_started_before(capture_id: str, cutoff: datetime) -> bool:
     """The start second a capture id carries (``20261201T061038Z-c3b81b54``, SPEC 8), the
     whole second before ``cutoff``: the view's started_at alone never makes a capture due."""
     try:
-        started = datetime.strptime(capture_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        started = datetime.strptime(capture_id[:15], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
     except ValueError:
         return False
     return started + timedelta(seconds=1) <= cutoff
