@@ -255,7 +255,10 @@ def _unrecorded_local(ns_dir: Path, recorded: Recorded) -> list[CaptureCheck]:
     sessions verified: said to be not checked, never passed over in silence."""
     from .capture import scan_captures
 
-    why = "not checked: its capture.sealed is in no hot session (in an archived one?): verify with --tiers ROOT --store URL"
+    why = (
+        "not checked: its capture.sealed is in no hot session verified (in an archived one, or not yet "
+        "sealed): verify with --tiers ROOT --store URL"
+    )
     return [
         CaptureCheck(capture_id=f.capture_id, where=f.path, verdict="unrecorded", detail=why)
         for f in scan_captures(ns_dir / "captures")

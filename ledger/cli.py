@@ -327,6 +327,7 @@ def _tier_captures(cold, root: Path, namespaces: list[str], files, captures):
 def _view_shipped(cfg, url_report: VerifyReport):
     """With a root (config, LEDGER_ROOT): the pcaps its pointer views say were shipped to
     the store just verified and that it does not hold (ledger/cold/tier_captures.py)."""
+    import lmdb
     import msgspec
 
     from .cold.stores import StoreOptions, open_store
@@ -339,8 +340,11 @@ def _view_shipped(cfg, url_report: VerifyReport):
         base, _, ns = ns_url.rpartition("/")
         if not (root / ns / VIEWS_DIR).is_dir():
             continue
-        with Projector(root, ns) as views:
-            shipped = views.captures()
+        try:
+            with Projector(root, ns) as views:
+                shipped = views.captures()
+        except (OSError, LedgerError, lmdb.Error):
+            continue  # no readable view: the store alone is verified, as without a root
         cold = open_store(base, msgspec.convert(cfg.cold.s3, StoreOptions))
         checks += view_shipped_missing(cold, ns, shipped, url_report.captures)
     return checks
