@@ -31,6 +31,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,7 +247,24 @@ def verify_local_captures(
             if rec.evicted:
                 continue
             checks.append(_check_local(rec, ns_dir))
+        checks += _unrecorded_local(ns_dir, recorded)
     return checks
+
+
+def _unrecorded_local(ns_dir: Path, recorded: Recorded) -> list[CaptureCheck]:
+    """The pcaps in ``<ns dir>/captures`` whose capture.sealed is in none of the hot
+    sessions verified: said to be not checked, never passed over in silence."""
+    from .capture import scan_captures
+
+    why = (
+        "not checked: its capture.sealed is in no hot session verified (in an archived one, or not yet "
+        "sealed): verify with --tiers ROOT --store URL"
+    )
+    return [
+        CaptureCheck(capture_id=f.capture_id, where=f.path, verdict="unrecorded", detail=why)
+        for f in scan_captures(ns_dir / "captures")
+        if f.capture_id not in recorded.captures
+    ]
 
 
 def _file_lines(path: str) -> Callable[[], Iterable[bytes]]:
@@ -259,7 +277,7 @@ def _check_local(rec: CaptureRecord, ns_dir: Path) -> CaptureCheck:
     for path in candidates:
         try:
             # O_NOFOLLOW: a symlink put in a pcap's place is not the pcap.
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             continue
         except OSError as exc:
@@ -274,6 +292,30 @@ def _check_local(rec: CaptureRecord, ns_dir: Path) -> CaptureCheck:
                 expected_sha256=rec.sealed.sha256,
                 session=rec.session,
             )
+        if (odd := _not_a_pcap(rec, path, fd)) is not None:
+            return odd
         return check_bytes(rec, str(path), lambda fd=fd: os.fdopen(fd, "rb"))
     why = f"sealed in {rec.session} and never evicted, but not at {recorded_at}"
     return missing(rec, str(recorded_at), why)
+
+
+def _not_a_pcap(rec: CaptureRecord, path: Path, fd: int) -> CaptureCheck | None:
+    """A FIFO, socket, device or directory in the pcap's place is never read (a FIFO would
+    block): the pcap is not there as sealed, a failure. Otherwise ``fd`` blocks again."""
+    from .verify import not_regular
+
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISREG(mode):
+        os.set_blocking(fd, True)
+        return None
+    os.close(fd)
+    what = "a directory" if stat.S_ISDIR(mode) else (not_regular(path) or "not a regular file")
+    return CaptureCheck(
+        capture_id=rec.sealed.capture_id,
+        where=str(path),
+        verdict="capture_mismatch",
+        detail=f"{what} in the pcap's place, not read",
+        expected_bytes=rec.sealed.bytes,
+        expected_sha256=rec.sealed.sha256,
+        session=rec.session,
+    )

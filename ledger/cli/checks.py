@@ -115,6 +115,7 @@ def verify(
         url_report = _verify_url(url, namespace, policy, ca_pem, config)
         files += url_report.files
         captures += url_report.captures
+        captures += _view_shipped(cfg, url_report)
     tier_rows = []
     if tiers is not None:
         from ..cold.remote import tier_report, verify_store
@@ -125,6 +126,7 @@ def verify(
         for part in (verify_path([tiers], policy), verify_store(cold, cfg.namespace, policy, ca_pem)):
             files += part.files
             captures += part.captures
+        captures = _tier_captures(cold, tiers, namespaces, files, captures)
         tier_rows = [tier_report(tiers, ns, cold) for ns in namespaces]
     report = VerifyReport(files, captures, skipped)
     anchors = []
@@ -288,3 +290,38 @@ def verify_proof(
         f"OK: seq {result.index} is in {result.origin} at size {result.size}, signed by {', '.join(result.verified)}",
         file=sys.stderr,
     )
+
+
+def _tier_captures(cold, root: Path, namespaces: list[str], files, captures):
+    """The captures whose events straddle the tiers, checked too (ledger/cold/tier_captures.py)."""
+    from ..cold.tier_captures import replaces, verify_tier_captures
+
+    for ns in namespaces:
+        new = verify_tier_captures(cold, root, ns, files, captures)
+        captures = replaces(captures, new) + new
+    return captures
+
+
+def _view_shipped(cfg, url_report: VerifyReport):
+    """With a root (config, LEDGER_ROOT): the pcaps its pointer views say were shipped to
+    the store just verified and that it does not hold (ledger/cold/tier_captures.py)."""
+    import lmdb
+
+    from ..cold.stores import open_store
+    from ..cold.tier_captures import view_shipped_missing
+    from ..projections import VIEWS_DIR, Projector
+
+    root, urls = Path(cfg.root), {f.path.split("/sessions/")[0] for f in url_report.files if "://" in f.path}
+    checks = []
+    for ns_url in sorted(urls):
+        base, _, ns = ns_url.rpartition("/")
+        if not (root / ns / VIEWS_DIR).is_dir():
+            continue
+        try:
+            with Projector(root, ns) as views:
+                shipped = views.captures()
+        except (OSError, LedgerError, lmdb.Error):
+            continue  # no readable view: the store alone is verified, as without a root
+        cold = open_store(base, cfg.cold.s3)
+        checks += view_shipped_missing(cold, ns, shipped, url_report.captures)
+    return checks

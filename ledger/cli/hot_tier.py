@@ -160,14 +160,16 @@ def gc(
     namespace: NamespaceOpt = None,
     config: ConfigOpt = None,
     key_file: KeyFiles = None,
+    store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Evict local captures oldest first until the count and byte budgets hold (offloaded ones first)."""
+    """Evict local captures oldest first until the count and byte budgets hold (offloaded ones first:
+    a capture counts as offloaded only once its object is confirmed in the store)."""
     import msgspec
 
     from ..capture import gc_captures
 
-    cfg = _config(config, root, namespace)
+    cfg = _config(config, root, namespace, store)
     keys = None if dry_run else _need_key(cfg, key_file)  # refused before anything is touched
     options = _capture_options(cfg)
     if max_files is not None or max_bytes is not None:
@@ -178,7 +180,7 @@ def gc(
         )
     with _projector(cfg) as views:
         views.catch_up()
-        offloaded = {v.capture_id for v in views.captures() if v.remote_key}
+        offloaded, unconfirmed = _offloaded_in_store(cfg, views.captures())
         in_flight = {v.capture_id for v in views.captures() if v.state == "capturing"}
     if dry_run:
         evicted = gc_captures(None, options, dry_run=True, is_offloaded=offloaded.__contains__, in_flight=in_flight)
@@ -189,9 +191,32 @@ def gc(
         _print_json({"ok": True, "dry_run": dry_run, "evicted": evicted})
     else:
         for e in evicted:
-            flag = "offloaded" if e.offloaded else "NOT offloaded"
+            flag = "offloaded" if e.offloaded else "NOT offloaded" + unconfirmed.get(e.capture_id, "")
             print(f"{'would evict' if dry_run else 'evicted'} {e.capture_id} ({e.bytes:,} bytes, {e.reason}, {flag})")
     print(f"{len(evicted)} capture(s) {'to evict' if dry_run else 'evicted'}", file=sys.stderr)
+
+
+def _offloaded_in_store(cfg, views) -> tuple[set[str], dict[str, str]]:
+    """The local captures whose object the store holds now (HEAD of the key derived from
+    the id, size and sha256 of its capture.sealed), and why each other capture the view
+    calls offloaded is not: the view alone never makes a local pcap the spare copy."""
+    from ..layout import capture_keys
+
+    claimed = [v for v in views if v.state == "offloaded" and v.local]
+    if not claimed:
+        return set(), {}
+    if not cfg.cold.store:
+        return set(), {v.capture_id: ": no store configured to confirm a copy" for v in claimed}
+    cold = _open_store(cfg)
+    confirmed, why = set(), {}
+    for v in claimed:
+        info = cold.head(capture_keys(cfg.ns, v.capture_id)[0])
+        if info is not None and (info.size, info.sha256) == (v.bytes, v.sha256):
+            confirmed.add(v.capture_id)
+        else:
+            state = "missing from" if info is None else "different in"
+            why[v.capture_id] = f": its object is {state} {cold.url}; the local pcap is the only copy"
+    return confirmed, why
 
 
 @app.command()

@@ -197,7 +197,7 @@ class Archiver:
                 if isinstance(exc, EvidenceError):
                     report.evidence.append(line)
         for view in self.projector.captures():
-            if view.state == "local" and view.local:
+            if view.local and (view.state == "local" or self._capture_lost(view)):
                 try:
                     report.captures.append(self.offload_capture(view))
                 except StoreUnavailable:
@@ -571,6 +571,23 @@ class Archiver:
         return sent
 
     # ---- captures ----------------------------------------------------------------------
+
+    def _capture_lost(self, view: CaptureView) -> bool:
+        """An offloaded capture still local whose derived key this store does not hold
+        with the size and sha256 of its capture.sealed: offload_capture ships it again
+        (from local bytes it checks first). Asked at most once per PRESENCE_RECHECK_S
+        by one archiver, as for sessions."""
+        if view.state != "offloaded":
+            return False
+        last = self._present_at.get(view.capture_id)
+        if last is not None and time.monotonic() - last < PRESENCE_RECHECK_S:
+            return False
+        info = self.store.head(capture_keys(self.namespace, view.capture_id)[0])
+        if info is not None and info.size == view.bytes and info.sha256 in (None, view.sha256):
+            self._present_at[view.capture_id] = time.monotonic()
+            return False
+        log.warning("capture %s: not in %s as sealed; offloading it again", view.capture_id, self.store.url)
+        return True
 
     def offload_capture(self, view: CaptureView) -> ev.CaptureOffloaded:
         path = Path(view.path)

@@ -152,7 +152,12 @@ def plan_rotation(
             # The keys SPEC 8 derives from the capture id (which starts with its start
             # time), and only if the view recorded the same: a wrong view points nowhere.
             derived = list(capture_keys(namespace, c.capture_id))
-            if c.remote_key == derived[0]:
+            if not _id_started_before(c.capture_id, before):
+                step.kept += _unverified(
+                    derived,
+                    f"capture {c.capture_id}'s id does not start before the cut-off (the view says {c.started_at})",
+                )
+            elif c.remote_key == derived[0]:
                 step.keys += derived
             else:
                 step.kept += _unverified(
@@ -162,6 +167,16 @@ def plan_rotation(
     if plan.keys and store.object_lock_enabled():
         _hold_locked(store, plan, time.time() if now is None else now)
     return plan
+
+
+def _id_started_before(capture_id: str, cutoff: datetime) -> bool:
+    """The start second a capture id carries (``20261201T061038Z-c3b81b54``, SPEC 8), the
+    whole second before ``cutoff``: the view's started_at alone never makes a capture due."""
+    try:
+        started = datetime.strptime(capture_id[:15], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return False
+    return started + timedelta(seconds=1) <= cutoff
 
 
 def _session_step(

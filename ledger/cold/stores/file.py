@@ -175,7 +175,8 @@ class FileStore:
     def open(self, key: str) -> BinaryIO:
         path = self._path(key)
         try:
-            f = open(path, "rb")  # noqa: SIM115 - returned to the caller
+            # O_NONBLOCK: a FIFO in an object's place must not block the open.
+            f = open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK))  # noqa: SIM115
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise ObjectNotFound(f"no object {self.url}/{key}") from None
         except OSError as exc:
@@ -183,6 +184,7 @@ class FileStore:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             f.close()
             raise ObjectNotFound(f"no object {self.url}/{key}")
+        os.set_blocking(f.fileno(), True)
         return f
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
