@@ -30,7 +30,7 @@ from ..capture_verify import (
 )
 from ..verify import FileReport
 from .manifest import capture_keys
-from .remote import _archived_session_lines
+from .checks import _archived_session_lines
 from .stores import ObjectNotFound, Store
 
 
