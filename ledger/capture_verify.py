@@ -262,7 +262,7 @@ def _unrecorded_local(ns_dir: Path, recorded: Recorded) -> list[CaptureCheck]:
     )
     return [
         CaptureCheck(capture_id=f.capture_id, where=f.path, verdict="unrecorded", detail=why)
-        for f in scan_captures(ns_dir / "captures")
+        for f in scan_captures(ns_dir / layout.CAPTURES_DIR)
         if f.capture_id not in recorded.captures
     ]
 

@@ -150,6 +150,7 @@ _NOT_YET = {
     "cold/remote.py",
     "cold/checks.py",  # remote.py's store verification and restore, split out in the same step
     "cold/rotation.py",
+    "cold/tier_captures.py",  # landed with the capture fixes, beside the first layout pass
     "cold/stores.py",
     "cold/stores",
 }
