@@ -30,8 +30,10 @@ The parts:
 * ``namespace``: one namespace (or one file) followed across rotations;
 * ``backward``: reading a file backwards (the backlog of ``-n N``);
 * ``verifier``: ``TailVerifier``;
-* ``watch``: the inotify and polling watchers;
-* ``render``: presentation for a terminal, used by the CLI only.
+* ``watch``: the inotify and polling watchers.
+
+Presentation (a one-line summary of an event, its colour family) is the CLI's: see
+``ledger.cli.render``.
 """
 
 from __future__ import annotations
@@ -59,10 +61,6 @@ from .items import (
     parse_since,
 )
 from .namespace import READ_MAX, SUFFIX, Source, is_session_name
-
-# Presentation, re-exported for `ledger tail` only until it moves into the CLI package;
-# nothing in the library uses it.
-from .render import clean, family, summary
 from .verifier import TailVerifier
 from .watch import POLL_ENV, POLL_INTERVAL_S, REFRESH_S, STOP, make_watcher, polling_notice
 
@@ -83,14 +81,11 @@ __all__ = [
     "TailOptions",
     "TailVerifier",
     "Verified",
-    "clean",
-    "family",
     "follow",
     "last_boundary",
     "lines_backward",
     "parse_line",
     "parse_since",
-    "summary",
     "target_kind",
 ]
 
