@@ -45,6 +45,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .. import format as fmt
+from .. import layout
 from ..errors import InputError, UsageError
 from .backward import BACK_BLOCK, last_boundary, lines_backward
 from .items import (
@@ -60,7 +61,7 @@ from .items import (
     parse_line,
     parse_since,
 )
-from .namespace import READ_MAX, SUFFIX, Source, is_session_name
+from .namespace import READ_MAX, Source
 from .verifier import TailVerifier
 from .watch import POLL_ENV, POLL_INTERVAL_S, REFRESH_S, STOP, make_watcher, polling_notice
 
@@ -71,7 +72,6 @@ __all__ = [
     "POLL_INTERVAL_S",
     "READ_MAX",
     "REFRESH_S",
-    "SUFFIX",
     "Idle",
     "Notice",
     "Parsed",
@@ -103,9 +103,13 @@ def target_kind(path: str | os.PathLike[str]) -> str:
     return "missing"
 
 
+# A namespace directory without sessions yet (or with all archived) still holds these.
+_WRITER_FILES = (layout.LOCK_FILE, layout.LAST_SEAL_FILE)
+
+
 def _is_namespace_dir(d: Path) -> bool:
     try:
-        return any(is_session_name(e.name) or e.name in (".lock", ".last-seal.json") for e in os.scandir(d))
+        return any(layout.is_session_name(e.name) or e.name in _WRITER_FILES for e in os.scandir(d))
     except OSError:
         return False
 
@@ -204,7 +208,7 @@ def follow(path: str | os.PathLike[str], options: TailOptions = _DEFAULTS) -> It
             notes.extend(n)
             backlogs.append(evs)
         if not opts.follow and all(s.cur is None for s in sources):
-            raise InputError(f"{root}: no session files (*{SUFFIX}) found")
+            raise InputError(f"{root}: no session files (*{layout.SESSION_SUFFIX}) found")
         yield from notes
         merged = backlogs[0] if len(backlogs) == 1 else list(heapq.merge(*backlogs, key=lambda e: e.ts or ""))
         if opts.lines is not None and len(merged) > opts.lines:

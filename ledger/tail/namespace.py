@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .. import format as fmt
+from .. import layout
 from ..errors import EvidenceError
 from ..verify import Policy, prev_link, verify_file
 from .backward import last_boundary, lines_backward
@@ -25,7 +26,6 @@ from .verifier import ANY_PREV, TailVerifier, failure
 from .watch import IN_CLOSE_WRITE, IN_CREATE, IN_MOVED_TO, REFRESH_S
 
 READ_MAX = 4 * 2**20
-SUFFIX = ".ndjson"
 
 
 class _Session:
@@ -60,12 +60,7 @@ def _open(path: Path) -> int:
 
 def session_name(path: Path) -> str:
     """The session a file holds: its name without ``.ndjson`` (a file given by path may lack it)."""
-    return path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else path.name
-
-
-def is_session_name(name: str) -> bool:
-    """A session file's name (``*.ndjson``, not hidden)."""
-    return name.endswith(SUFFIX) and not name.startswith(".")
+    return path.name.removesuffix(layout.SESSION_SUFFIX)
 
 
 class Source:
@@ -90,7 +85,7 @@ class Source:
         if self.single is not None:
             return [self.single]
         try:
-            names = sorted(e.name for e in os.scandir(self.dir) if is_session_name(e.name) and e.is_file())
+            names = sorted(e.name for e in os.scandir(self.dir) if layout.is_session_name(e.name) and e.is_file())
         except FileNotFoundError:
             return []
         return [self.dir / n for n in names]
@@ -229,7 +224,7 @@ class Source:
             if s.sealed and self.opts.follow:
                 self.finished = True
             return
-        created = hint is not None and any(m & (IN_CREATE | IN_MOVED_TO) and is_session_name(n) for n, m in hint)
+        created = hint is not None and any(m & (IN_CREATE | IN_MOVED_TO) and layout.is_session_name(n) for n, m in hint)
         if s.sealed or created or (hint is None and now - self._listed >= REFRESH_S):
             self._listed = now
             yield from self._advance()
