@@ -350,11 +350,20 @@ def _tail_event_text(ev: TailEvent, multi: bool) -> Text:
     return t
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'s' if n > 1 else ''}"
+
+
+def _tail_signatures(v) -> str:
+    """Which kinds of trusted key the signatures were checked with (HMAC alone: as before --pubkey)."""
+    if not (v.verifiers or v.fs_seeds):
+        return f"HMAC signatures verified ({_count(v.keys, 'key')})" if v.keys else _SIGS_UNCHECKED
+    kinds = [(v.keys, "HMAC key"), (v.verifiers, "Ed25519 verifier key"), (v.fs_seeds, "forward-secure seed")]
+    return f"signatures verified ({', '.join(_count(n, what) for n, what in kinds if n)})"
+
+
 def _tail_verified_text(v) -> str:
-    if v.keys:
-        sig = f"HMAC signatures verified ({v.keys} key{'s' if v.keys > 1 else ''})"
-    else:
-        sig = "signatures NOT checked (no --key-file)"
+    sig = _tail_signatures(v)
     where = f"{v.namespace}/{v.session}"
     if v.whole:
         return f"verified {where} whole: seq 0-{v.lines - 1}, {v.checkpoints} checkpoints, sealed; {sig}"

@@ -19,7 +19,7 @@ from pathlib import Path
 from .. import format as fmt
 from .. import layout
 from ..errors import EvidenceError
-from ..verify import Policy, prev_link, verify_file
+from ..verify import prev_link, verify_file
 from .backward import last_boundary, lines_backward
 from .items import Notice, Parsed, TailEvent, TailItem, TailOptions, Verified, matches, parse_line
 from .verifier import ANY_PREV, TailVerifier, failure
@@ -93,11 +93,26 @@ class Source:
     def _verifier(self, path: Path, expected_prev: object = ANY_PREV) -> TailVerifier | None:
         if not self.opts.verify:
             return None
-        return TailVerifier(str(path), self.opts.keys, expected_prev, self.opts.jobs)
+        return TailVerifier.with_policy(str(path), self.opts.trust(), expected_prev, self.opts.jobs)
+
+    def _verified_item(self, session: str, path: Path, lines: int, checkpoints: int, sealed: bool, whole: bool):
+        o = self.opts
+        return Verified(
+            self.namespace,
+            session,
+            path,
+            lines,
+            checkpoints,
+            sealed,
+            len(o.keys),
+            whole,
+            len(o.verifiers),
+            len(o.fs_seeds),
+        )
 
     def _verified(self, s: _Session) -> Verified:
         v = s.verifier
-        return Verified(self.namespace, s.session, s.path, v.lines, v.checkpoints, v.sealed, len(self.opts.keys), False)
+        return self._verified_item(s.session, s.path, v.lines, v.checkpoints, v.sealed, False)
 
     # -- the backlog ---------------------------------------------------------------
 
@@ -156,7 +171,7 @@ class Source:
 
     def _verify_whole(self, path: Path, newer: Path, newer_prev: object) -> tuple[Verified, object]:
         """An older session the backlog reaches into: verified whole, and linked to the next."""
-        report = verify_file(path, Policy(keys=self.opts.keys, jobs=self.opts.jobs))
+        report = verify_file(path, self.opts.trust(), jobs=self.opts.jobs)
         if not report.ok:
             raise failure(str(path), report.first_error)
         if newer_prev is not ANY_PREV and newer_prev != prev_link(report):
@@ -165,16 +180,7 @@ class Source:
                 path=str(newer),
                 line=1,
             )
-        item = Verified(
-            self.namespace,
-            session_name(path),
-            path,
-            report.events,
-            report.checkpoints,
-            report.sealed,
-            len(self.opts.keys),
-            True,
-        )
+        item = self._verified_item(session_name(path), path, report.events, report.checkpoints, report.sealed, True)
         return item, report.prev
 
     def _collect(self, path: Path, fd: int, end: int, want: int | None, found: list[TailEvent]) -> bool:

@@ -51,10 +51,22 @@ class TailVerifier:
         self, path: str, keys: tuple[bytes, ...] = (), expected_prev: object = ANY_PREV, jobs: int = 0
     ) -> None:
         self.path = path
-        self.keys = keys
+        self.policy = Policy(keys=keys)
         self.jobs = jobs
-        self._check = IncrementalCheck(path, Policy(keys=keys, jobs=1))
+        self._check = IncrementalCheck(path, self.policy)
         self._expected_prev = expected_prev
+
+    @classmethod
+    def with_policy(cls, path: str, policy: Policy, expected_prev: object = ANY_PREV, jobs: int = 0) -> TailVerifier:
+        """Trusting every kind of key ``policy`` holds (HMAC, Ed25519 verifiers, forward-secure seeds)."""
+        v = cls(path, expected_prev=expected_prev, jobs=jobs)
+        v.policy = policy
+        v._check = IncrementalCheck(path, policy)
+        return v
+
+    @property
+    def keys(self) -> tuple[bytes, ...]:
+        return self.policy.keys
 
     # state
     @property
@@ -132,7 +144,7 @@ class TailVerifier:
         ``lines``/``chain``: what [0, end) held when read (default: everything fed)."""
         lines = self.lines if lines is None else lines
         chain = self.last_chain if chain is None else chain
-        fresh = TailVerifier(self.path, self.keys, jobs=self.jobs)
+        fresh = TailVerifier.with_policy(self.path, self.policy, jobs=self.jobs)
         if not fresh._check.scan_prefix(end, source, self.jobs):
             err = _first_error(fresh._check, self.path)
             raise EvidenceError(f"{err} (changed after it was read)", path=err.path, line=err.line)
