@@ -464,7 +464,7 @@ def test_the_incremental_verifier_agrees_with_verify_on_every_fixture():
             continue
         keys = (bytes.fromhex((FIXTURES / "test.key").read_text().strip()),) if "--key-file" in case["args"] else ()
         report = verify_file(path, Policy(keys=keys, allow_unsealed=True))
-        v = TailVerifier(str(path), keys)
+        v = TailVerifier(str(path), Policy(keys=keys))
         data = path.read_bytes()
         lines = data[: data.rfind(b"\n")].split(b"\n") if b"\n" in data else []
         err, i = None, 0

@@ -16,7 +16,8 @@ blocks backwards from the end of the newest session (``lines_backward``), so a
 older sessions when the newest holds fewer than N matches.
 
 Verification (``options.verify``): each followed session is verified from its line 0
-(``TailVerifier``; why in ``verifier``), then each line as it arrives; each
+(``TailVerifier``, which is ledger.verify's ``IncrementalCheck``; why from line 0:
+see ``ledger.verify.incremental``), then each line as it arrives; each
 ``Verified`` item says which session was verified from which seq. Older sessions
 reached by the backlog are verified whole with ``verify_file`` and their ``prev``
 links checked; on rotation the new session's ``prev`` must name the session just
@@ -29,7 +30,6 @@ The parts:
 * ``items``: ``TailOptions`` and what ``follow`` yields;
 * ``namespace``: one namespace (or one file) followed across rotations;
 * ``backward``: reading a file backwards (the backlog of ``-n N``);
-* ``verifier``: ``TailVerifier``;
 * ``watch``: the inotify and polling watchers.
 
 Presentation (a one-line summary of an event, its colour family) is the CLI's: see
@@ -47,6 +47,7 @@ from pathlib import Path
 from .. import format as fmt
 from .. import layout
 from ..errors import InputError, UsageError
+from ..verify.incremental import TailVerifier
 from .backward import BACK_BLOCK, last_boundary, lines_backward
 from .items import (
     IDLE,
@@ -62,7 +63,6 @@ from .items import (
     parse_since,
 )
 from .namespace import READ_MAX, Source
-from .verifier import TailVerifier
 from .watch import POLL_ENV, POLL_INTERVAL_S, REFRESH_S, STOP, make_watcher, polling_notice
 
 __all__ = [

@@ -20,9 +20,9 @@ from .. import format as fmt
 from .. import layout
 from ..errors import EvidenceError
 from ..verify import prev_link, verify_file
+from ..verify.incremental import ANY_PREV, TailVerifier, failure
 from .backward import last_boundary, lines_backward
 from .items import Notice, Parsed, TailEvent, TailItem, TailOptions, Verified, matches, parse_line
-from .verifier import ANY_PREV, TailVerifier, failure
 from .watch import IN_CLOSE_WRITE, IN_CREATE, IN_MOVED_TO, REFRESH_S
 
 READ_MAX = 4 * 2**20
@@ -93,7 +93,7 @@ class Source:
     def _verifier(self, path: Path, expected_prev: object = ANY_PREV) -> TailVerifier | None:
         if not self.opts.verify:
             return None
-        return TailVerifier.with_policy(str(path), self.opts.trust(), expected_prev, self.opts.jobs)
+        return TailVerifier(str(path), self.opts.trust(), expected_prev, self.opts.jobs)
 
     def _verified_item(self, session: str, path: Path, lines: int, checkpoints: int, sealed: bool, whole: bool):
         o = self.opts
