@@ -95,7 +95,9 @@ class Source:
             return None
         return TailVerifier(str(path), self.opts.trust(), expected_prev, self.opts.jobs)
 
-    def _verified_item(self, session: str, path: Path, lines: int, checkpoints: int, sealed: bool, whole: bool):
+    def _verified_item(
+        self, session: str, path: Path, lines: int, checkpoints: int, sealed: bool, whole: bool
+    ) -> Verified:
         o = self.opts
         return Verified(
             self.namespace,
@@ -104,10 +106,10 @@ class Source:
             lines,
             checkpoints,
             sealed,
-            len(o.keys),
-            whole,
-            len(o.verifiers),
-            len(o.fs_seeds),
+            keys=len(o.keys),
+            whole=whole,
+            verifiers=len(o.verifiers),
+            fs_seeds=len(o.fs_seeds),
         )
 
     def _verified(self, s: _Session) -> Verified:
