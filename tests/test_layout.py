@@ -142,8 +142,6 @@ _PATH_PARTS = re.compile(r"^(captures|sessions|checkpoints)$")
 _NOT_YET = {
     "cli.py",
     "cli",
-    "tail.py",
-    "tail",
     "verify.py",
     "verify",
     "identity.py",

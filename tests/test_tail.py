@@ -25,7 +25,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from ledger import Ledger
+from ledger import Ledger, fsseal, notes
 from ledger.format import PrevLink, format_ts
 from ledger.session import SessionBuilder
 from ledger.tail import TailEvent, TailOptions, TailVerifier, follow, last_boundary, lines_backward, parse_since
@@ -403,6 +403,56 @@ def test_verify_says_from_which_seq_and_whether_signatures_were_checked(tmp_path
     assert run.returncode == 1 and b"line 21: bad_signature" in run.stderr, run.stderr
 
 
+def _signed_session(d: Path, sign) -> Path:
+    """A session whose checkpoints (lines 10 and 20) carry one signature, made by ``sign``, and no HMAC."""
+    b = SessionBuilder("edge-1", SESSION, [], signers=[sign])
+    t0 = 1_795_000_000.0
+    out = [b.opened_line(format_ts(t0))]
+    for i in range(1, 30):
+        ts = format_ts(t0 + i)
+        out.append(b.checkpoint_line(ts, now=t0 + i) if i % 10 == 0 else b.line("app.event", b'{"i":%d}' % i, ts))
+    d.mkdir(parents=True)
+    path = d / f"{SESSION}.ndjson"
+    path.write_bytes(b"".join(out))
+    return path
+
+
+def _tail_verify(path: Path, *args: object) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "ledger.cli", "tail", "-n", "1", *map(str, args), str(path)]
+    return subprocess.run(cmd, capture_output=True, env=_env(), cwd=REPO, timeout=60)
+
+
+def test_verify_takes_pubkey_like_ledger_verify(tmp_path):
+    """A session signed with Ed25519 alone: `tail --verify --pubkey` checks it as `verify --pubkey` does."""
+    signer = notes.generate_signer("alpha")
+    path = _signed_session(tmp_path / "edge-1", lambda text, now: notes.checkpoint_sig(signer, text))
+    assert verify_file(path, Policy(verifiers=(signer.verifier(),), allow_unsealed=True)).ok  # what verify says
+    good = _tail_verify(path, "--verify", "--pubkey", signer.verifier_key())
+    assert good.returncode == 0, good.stderr
+    assert b"seq 0-29 (2 checkpoints)" in good.stderr and b"signatures verified (1 Ed25519 verifier key)" in good.stderr
+    assert b"app.event" in good.stdout
+    key_file = tmp_path / "k"
+    key_file.write_text(KEY.hex())
+    other = notes.generate_signer("alpha")  # the same name, another key
+    for bad in (("--pubkey", other.verifier_key()), ("--key-file", key_file)):
+        r = _tail_verify(path, "--verify", *bad)
+        assert r.returncode == 1 and b"VERIFY FAILED" in r.stderr and b"line 11: " in r.stderr, (bad, r.stderr)
+    assert _tail_verify(path, "--pubkey", signer.verifier_key()).returncode == 2  # like --key-file: needs --verify
+
+
+def test_verify_takes_fs_seed_like_ledger_verify(tmp_path):
+    seed_file = tmp_path / "audit.seed"
+    ratchet = fsseal.write_fs_seed(seed_file, t0=1_795_000_000, interval_s=5)
+    path = _signed_session(tmp_path / "edge-1", ratchet.sign)
+    good = _tail_verify(path, "--verify", "--fs-seed", seed_file)
+    assert good.returncode == 0 and b"signatures verified (1 forward-secure seed)" in good.stderr, good.stderr
+    other = tmp_path / "other.seed"
+    fsseal.write_fs_seed(other, t0=1_795_000_000, interval_s=5)
+    bad = _tail_verify(path, "--verify", "--fs-seed", other)
+    assert bad.returncode == 1 and b"line 11: " in bad.stderr, bad.stderr
+    assert _tail_verify(path, "--verify", "--fs-seed", tmp_path / "missing.seed").returncode == 2  # could not check
+
+
 def test_the_incremental_verifier_agrees_with_verify_on_every_fixture():
     """Fed in random batches, TailVerifier stops at the line and reason `ledger verify` names."""
     rng = random.Random(7)
@@ -414,7 +464,7 @@ def test_the_incremental_verifier_agrees_with_verify_on_every_fixture():
             continue
         keys = (bytes.fromhex((FIXTURES / "test.key").read_text().strip()),) if "--key-file" in case["args"] else ()
         report = verify_file(path, Policy(keys=keys, allow_unsealed=True))
-        v = TailVerifier(str(path), keys)
+        v = TailVerifier(str(path), Policy(keys=keys))
         data = path.read_bytes()
         lines = data[: data.rfind(b"\n")].split(b"\n") if b"\n" in data else []
         err, i = None, 0

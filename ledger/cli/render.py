@@ -6,14 +6,22 @@ Everything a command prints is shaped here; the commands decide what to print.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import msgspec
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from .. import format as fmt
 from ..verify import FileReport, VerifyReport
+
+if TYPE_CHECKING:
+    from ..tail import TailEvent
 
 
 def _wide(stream) -> int | None:
@@ -234,9 +242,20 @@ def _batches_table(batches, width: int | None = None) -> Table:
     return table
 
 
-# ---- captures and projections -----------------------------------------------------------
+# ---- tail ---------------------------------------------------------------------------------
 
+# Presentation of tail's events for a terminal: a one-line summary, a colour family and
+# escaped control characters (moved here from ledger.tail, which only yields items).
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_FAMILIES = {
+    "capture": "capture",
+    "upload": "upload",
+    "deletion": "deletion",
+    "delete": "deletion",
+    "session": "session",
+    "checkpoint": "checkpoint",
+}
 _TAIL_STYLES = {
     "capture": "cyan",
     "upload": "blue",
@@ -247,11 +266,75 @@ _TAIL_STYLES = {
 }
 
 
-def _tail_event_text(ev, multi: bool):
-    from rich.text import Text
+def family(kind: str | None) -> str:
+    """capture, upload, deletion, session, checkpoint or other (for colouring)."""
+    if not kind:
+        return "other"
+    if kind == fmt.KIND_CHECKPOINT:
+        return "checkpoint"
+    return _FAMILIES.get(kind.split(".", 1)[0].split(":", 1)[0], "other")
 
-    from ..tail import clean, family, summary
 
+def clean(text: str) -> str:
+    """Control characters shown escaped: data must not drive the terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+
+
+def _short(value: object, width: int = 60) -> str:
+    s = value if isinstance(value, str) else msgspec.json.encode(value).decode("utf-8", "replace")
+    s = clean(s)
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def summary(ev: TailEvent, width: int = 240) -> str:
+    """A one-line summary of an event's data."""
+    if ev.data is None:
+        return _short(ev.raw.decode("utf-8", "replace").rstrip("\n"), width)
+    try:
+        data = msgspec.json.decode(ev.data)
+    except msgspec.DecodeError:
+        return _short(ev.data.decode("utf-8", "replace"), width)
+    if not isinstance(data, dict):
+        return _short(data, width)
+    if ev.kind == fmt.KIND_OPENED:
+        return _short(" · ".join(_opened_parts(data)), width)
+    if ev.kind in fmt.SIGNED_KINDS:
+        return _short(" · ".join(_signed_parts(ev.kind, data)), width)
+    text = " ".join(f"{clean(str(k))}={_short(v)}" for k, v in data.items())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _opened_parts(data: dict) -> list[str]:
+    prev = data.get("prev")
+    parts = [f"session {_short(data.get('session'))}"]
+    if isinstance(prev, dict):
+        parts.append(f"prev {_short(prev.get('session'))} ({_short(prev.get('size'))} lines)")
+    else:
+        parts.append("first session of the namespace")
+    if data.get("quarantined"):
+        parts.append(f"QUARANTINED {_short(data['quarantined'])}: {_short(data.get('quarantine_reason'), 120)}")
+    return parts
+
+
+def _signed_parts(kind: str, data: dict) -> list[str]:
+    parts = []
+    if kind == fmt.KIND_SEALED:
+        parts.append(f"reason {_short(data.get('reason'))}")
+    parts.append(f"size {_short(data.get('size'))}")
+    parts.append(f"root {_short(str(data.get('root', ''))[:16])}…")
+    keys = [_short(s.get("key"), 16) for s in data.get("sigs") or () if isinstance(s, dict)]
+    parts.append(f"signed by {', '.join(keys) or 'nobody'}")
+    dropped = fmt.dropped_total(data.get("dropped")) if _is_dropped(data.get("dropped")) else 0
+    if dropped:
+        parts.append(f"DROPPED {dropped}")
+    return parts
+
+
+def _is_dropped(d: object) -> bool:
+    return isinstance(d, int) or (isinstance(d, dict) and all(isinstance(v, int) for v in d.values()))
+
+
+def _tail_event_text(ev: TailEvent, multi: bool) -> Text:
     t = Text()
     if ev.ts is None:
         t.append("?                  not a v1 line: ", style="dim")
@@ -267,11 +350,20 @@ def _tail_event_text(ev, multi: bool):
     return t
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'s' if n > 1 else ''}"
+
+
+def _tail_signatures(v) -> str:
+    """Which kinds of trusted key the signatures were checked with (HMAC alone: as before --pubkey)."""
+    if not (v.verifiers or v.fs_seeds):
+        return f"HMAC signatures verified ({_count(v.keys, 'key')})" if v.keys else _SIGS_UNCHECKED
+    kinds = [(v.keys, "HMAC key"), (v.verifiers, "Ed25519 verifier key"), (v.fs_seeds, "forward-secure seed")]
+    return f"signatures verified ({', '.join(_count(n, what) for n, what in kinds if n)})"
+
+
 def _tail_verified_text(v) -> str:
-    if v.keys:
-        sig = f"HMAC signatures verified ({v.keys} key{'s' if v.keys > 1 else ''})"
-    else:
-        sig = "signatures NOT checked (no --key-file)"
+    sig = _tail_signatures(v)
     where = f"{v.namespace}/{v.session}"
     if v.whole:
         return f"verified {where} whole: seq 0-{v.lines - 1}, {v.checkpoints} checkpoints, sealed; {sig}"

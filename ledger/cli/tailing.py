@@ -11,7 +11,7 @@ import typer
 
 from ..errors import EvidenceError
 from . import Outcome, app, guarded
-from .options import ConfigOpt, KeyFiles, RootOpt, _config, _config_keys, _given_root
+from .options import ConfigOpt, KeyFiles, RootOpt, _config, _config_keys, _given_root, _load_secret
 from .render import _Console, _err_console, _quiet_broken_pipe, _tail_event_text, _tail_verified_text
 
 
@@ -90,6 +90,12 @@ def tail(
         typer.Option("--verify", help="Check chain, seq and checkpoints of everything read; exit 1 at a break."),
     ] = False,
     key_file: KeyFiles = None,
+    pubkey: Annotated[
+        list[str] | None, typer.Option("--pubkey", help="Ed25519 verifier key (name+hash+key) or a file of them.")
+    ] = None,
+    fs_seed: Annotated[
+        list[Path] | None, typer.Option("--fs-seed", help="Forward-secure sealing seed file (kept off the host).")
+    ] = None,
     root: RootOpt = None,
     config: ConfigOpt = None,
     poll: Annotated[bool, typer.Option("--poll", hidden=True, help="Poll instead of using inotify.")] = False,
@@ -100,12 +106,14 @@ def tail(
 
     from rich.text import Text
 
+    from .. import fsseal, notes
     from ..errors import UsageError
     from ..tail import IDLE, Notice, SessionChange, TailEvent, TailOptions, Verified, parse_since, target_kind
     from ..tail import follow as follow_path
 
-    if key_file and not check:
-        raise UsageError("--key-file needs --verify")
+    for given, option in ((key_file, "--key-file"), (pubkey, "--pubkey"), (fs_seed, "--fs-seed")):
+        if given and not check:
+            raise UsageError(f"{option} needs --verify")
     # The namespace filter is tail's own --namespace: the configuration's is left out here.
     cfg = _config(config, root, None)
     if path is None:
@@ -121,6 +129,9 @@ def tail(
         namespace=namespace,
         verify=check,
         keys=_config_keys(cfg, key_file) if check else (),
+        # As `ledger verify` takes them (cli/checks.py): trusted besides the HMAC keys.
+        verifiers=tuple(notes.load_verifier_keys(pubkey or [])),
+        fs_seeds=tuple(_load_secret(fsseal.load_fs_seed, p, False, "seed file") for p in fs_seed or []),
         poll=True if poll else None,
         stop_fd=_tail_stop_fd() if follow else None,
     )

@@ -16,7 +16,8 @@ blocks backwards from the end of the newest session (``lines_backward``), so a
 older sessions when the newest holds fewer than N matches.
 
 Verification (``options.verify``): each followed session is verified from its line 0
-(``TailVerifier``; why in ``verifier``), then each line as it arrives; each
+(``TailVerifier``, which is ledger.verify's ``IncrementalCheck``; why from line 0:
+see ``ledger.verify.incremental``), then each line as it arrives; each
 ``Verified`` item says which session was verified from which seq. Older sessions
 reached by the backlog are verified whole with ``verify_file`` and their ``prev``
 links checked; on rotation the new session's ``prev`` must name the session just
@@ -29,9 +30,10 @@ The parts:
 * ``items``: ``TailOptions`` and what ``follow`` yields;
 * ``namespace``: one namespace (or one file) followed across rotations;
 * ``backward``: reading a file backwards (the backlog of ``-n N``);
-* ``verifier``: ``TailVerifier``;
-* ``watch``: the inotify and polling watchers;
-* ``render``: presentation for a terminal, used by the CLI only.
+* ``watch``: the inotify and polling watchers.
+
+Presentation (a one-line summary of an event, its colour family) is the CLI's: see
+``ledger.cli.render``.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .. import format as fmt
+from .. import layout
 from ..errors import InputError, UsageError
+from ..verify.incremental import TailVerifier
 from .backward import BACK_BLOCK, last_boundary, lines_backward
 from .items import (
     IDLE,
@@ -58,12 +62,7 @@ from .items import (
     parse_line,
     parse_since,
 )
-from .namespace import READ_MAX, SUFFIX, Source, is_session_name
-
-# Presentation, re-exported for `ledger tail` only until it moves into the CLI package;
-# nothing in the library uses it.
-from .render import clean, family, summary
-from .verifier import TailVerifier
+from .namespace import READ_MAX, Source
 from .watch import POLL_ENV, POLL_INTERVAL_S, REFRESH_S, STOP, make_watcher, polling_notice
 
 __all__ = [
@@ -73,7 +72,6 @@ __all__ = [
     "POLL_INTERVAL_S",
     "READ_MAX",
     "REFRESH_S",
-    "SUFFIX",
     "Idle",
     "Notice",
     "Parsed",
@@ -83,14 +81,11 @@ __all__ = [
     "TailOptions",
     "TailVerifier",
     "Verified",
-    "clean",
-    "family",
     "follow",
     "last_boundary",
     "lines_backward",
     "parse_line",
     "parse_since",
-    "summary",
     "target_kind",
 ]
 
@@ -108,9 +103,13 @@ def target_kind(path: str | os.PathLike[str]) -> str:
     return "missing"
 
 
+# A namespace directory without sessions yet (or with all archived) still holds these.
+_WRITER_FILES = (layout.LOCK_FILE, layout.LAST_SEAL_FILE)
+
+
 def _is_namespace_dir(d: Path) -> bool:
     try:
-        return any(is_session_name(e.name) or e.name in (".lock", ".last-seal.json") for e in os.scandir(d))
+        return any(layout.is_session_name(e.name) or e.name in _WRITER_FILES for e in os.scandir(d))
     except OSError:
         return False
 
@@ -209,7 +208,7 @@ def follow(path: str | os.PathLike[str], options: TailOptions = _DEFAULTS) -> It
             notes.extend(n)
             backlogs.append(evs)
         if not opts.follow and all(s.cur is None for s in sources):
-            raise InputError(f"{root}: no session files (*{SUFFIX}) found")
+            raise InputError(f"{root}: no session files (*{layout.SESSION_SUFFIX}) found")
         yield from notes
         merged = backlogs[0] if len(backlogs) == 1 else list(heapq.merge(*backlogs, key=lambda e: e.ts or ""))
         if opts.lines is not None and len(merged) > opts.lines:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import UsageError
-from ..verify import parse_header
+from ..verify import Policy, parse_header
 from ..when import parse_when, stored_ts
 from .watch import POLL_INTERVAL_S
 
@@ -54,8 +54,10 @@ class Verified:
     lines: int
     checkpoints: int
     sealed: bool
-    keys: int  # trusted keys; 0 = signatures not checked
+    keys: int  # trusted HMAC keys
     whole: bool  # an older session verified whole (verify_file), not followed
+    verifiers: int = 0  # trusted Ed25519 verifier keys
+    fs_seeds: int = 0  # trusted forward-secure seeds; all three 0 = signatures not checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,8 @@ class TailOptions:
     namespace: str | None = None  # with a root directory: follow only this namespace
     verify: bool = False
     keys: tuple[bytes, ...] = ()  # trusted HMAC keys (with verify)
+    verifiers: tuple = ()  # trusted Ed25519 verifier keys, ledger.notes.Verifier (with verify)
+    fs_seeds: tuple = ()  # trusted forward-secure seeds, ledger.fsseal.FsSeed (with verify)
     poll: bool | None = None  # force polling; None: LEDGER_TAIL_POLL decides
     poll_interval_s: float = POLL_INTERVAL_S
     stop_fd: int | None = None  # follow() ends when this fd reports an error (a closed pipe)
@@ -97,10 +101,15 @@ class TailOptions:
     def __post_init__(self) -> None:
         if self.lines is not None and self.lines < 0:
             raise UsageError("lines must be >= 0")
-        if self.keys and not self.verify:
+        if (self.keys or self.verifiers or self.fs_seeds) and not self.verify:
             raise UsageError("keys are only used with verify")
         if self.poll_interval_s <= 0:
             raise UsageError("poll interval must be positive")
+
+    def trust(self) -> Policy:
+        """The keys ``verify`` trusts, as ``ledger verify`` takes them (unsealed is the
+        followed session's business: see TailVerifier)."""
+        return Policy(keys=self.keys, verifiers=self.verifiers, fs_seeds=self.fs_seeds)
 
 
 # ---- parsing -------------------------------------------------------------------------

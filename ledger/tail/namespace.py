@@ -17,15 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .. import format as fmt
+from .. import layout
 from ..errors import EvidenceError
-from ..verify import Policy, prev_link, verify_file
+from ..verify import prev_link, verify_file
+from ..verify.incremental import ANY_PREV, TailVerifier, failure
 from .backward import last_boundary, lines_backward
 from .items import Notice, Parsed, TailEvent, TailItem, TailOptions, Verified, matches, parse_line
-from .verifier import ANY_PREV, TailVerifier, failure
 from .watch import IN_CLOSE_WRITE, IN_CREATE, IN_MOVED_TO, REFRESH_S
 
 READ_MAX = 4 * 2**20
-SUFFIX = ".ndjson"
 
 
 class _Session:
@@ -60,12 +60,7 @@ def _open(path: Path) -> int:
 
 def session_name(path: Path) -> str:
     """The session a file holds: its name without ``.ndjson`` (a file given by path may lack it)."""
-    return path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else path.name
-
-
-def is_session_name(name: str) -> bool:
-    """A session file's name (``*.ndjson``, not hidden)."""
-    return name.endswith(SUFFIX) and not name.startswith(".")
+    return path.name.removesuffix(layout.SESSION_SUFFIX)
 
 
 class Source:
@@ -90,7 +85,7 @@ class Source:
         if self.single is not None:
             return [self.single]
         try:
-            names = sorted(e.name for e in os.scandir(self.dir) if is_session_name(e.name) and e.is_file())
+            names = sorted(e.name for e in os.scandir(self.dir) if layout.is_session_name(e.name) and e.is_file())
         except FileNotFoundError:
             return []
         return [self.dir / n for n in names]
@@ -98,11 +93,28 @@ class Source:
     def _verifier(self, path: Path, expected_prev: object = ANY_PREV) -> TailVerifier | None:
         if not self.opts.verify:
             return None
-        return TailVerifier(str(path), self.opts.keys, expected_prev, self.opts.jobs)
+        return TailVerifier(str(path), self.opts.trust(), expected_prev, self.opts.jobs)
+
+    def _verified_item(
+        self, session: str, path: Path, lines: int, checkpoints: int, sealed: bool, whole: bool
+    ) -> Verified:
+        o = self.opts
+        return Verified(
+            self.namespace,
+            session,
+            path,
+            lines,
+            checkpoints,
+            sealed,
+            keys=len(o.keys),
+            whole=whole,
+            verifiers=len(o.verifiers),
+            fs_seeds=len(o.fs_seeds),
+        )
 
     def _verified(self, s: _Session) -> Verified:
         v = s.verifier
-        return Verified(self.namespace, s.session, s.path, v.lines, v.checkpoints, v.sealed, len(self.opts.keys), False)
+        return self._verified_item(s.session, s.path, v.lines, v.checkpoints, v.sealed, False)
 
     # -- the backlog ---------------------------------------------------------------
 
@@ -161,7 +173,7 @@ class Source:
 
     def _verify_whole(self, path: Path, newer: Path, newer_prev: object) -> tuple[Verified, object]:
         """An older session the backlog reaches into: verified whole, and linked to the next."""
-        report = verify_file(path, Policy(keys=self.opts.keys, jobs=self.opts.jobs))
+        report = verify_file(path, self.opts.trust(), jobs=self.opts.jobs)
         if not report.ok:
             raise failure(str(path), report.first_error)
         if newer_prev is not ANY_PREV and newer_prev != prev_link(report):
@@ -170,16 +182,7 @@ class Source:
                 path=str(newer),
                 line=1,
             )
-        item = Verified(
-            self.namespace,
-            session_name(path),
-            path,
-            report.events,
-            report.checkpoints,
-            report.sealed,
-            len(self.opts.keys),
-            True,
-        )
+        item = self._verified_item(session_name(path), path, report.events, report.checkpoints, report.sealed, True)
         return item, report.prev
 
     def _collect(self, path: Path, fd: int, end: int, want: int | None, found: list[TailEvent]) -> bool:
@@ -229,7 +232,7 @@ class Source:
             if s.sealed and self.opts.follow:
                 self.finished = True
             return
-        created = hint is not None and any(m & (IN_CREATE | IN_MOVED_TO) and is_session_name(n) for n, m in hint)
+        created = hint is not None and any(m & (IN_CREATE | IN_MOVED_TO) and layout.is_session_name(n) for n, m in hint)
         if s.sealed or created or (hint is None and now - self._listed >= REFRESH_S):
             self._listed = now
             yield from self._advance()
