@@ -90,7 +90,8 @@ SKIP_REASONS = (
     "concurrency",
     "ledger",
 )
-INTERFACE_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,31}$"
+# \Z, not $: msgspec searches with re, where $ also matches before a final newline.
+INTERFACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,31}\Z"
 MAX_CN_CHARS = 256
 MAX_TEXT_CHARS = 256  # reason, anomaly_id
 _TCPDUMP_ENV_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

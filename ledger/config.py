@@ -2,24 +2,28 @@
 
 Precedence: explicit arguments (the CLI's options) > environment > file > defaults.
 The file is found at ``--config``, ``LEDGER_CONFIG`` or not at all. Unknown keys are
-errors (a typo must not silently disable offload). Secrets never live here: the HMAC
-key is a path to a key file, and S3 credentials come from boto3's usual chain.
+errors (a typo must not silently disable offload). Secrets never live here: keys are
+paths to key files (``hmac_key_file``, ``signer_key_file``, ``fs_state_file``), and S3
+credentials come from boto3's usual chain.
+
+Every table is one msgspec Struct, converted here and only here: ``[writer]`` is
+``WriterConfig`` (what ``Ledger.open`` takes), ``[capture]`` is
+``ledger.capture.CaptureOptions``, ``[cold]`` is ``ColdConfig`` and ``[cold.s3]`` is
+``ledger.cold.stores.StoreOptions``. ``ledger.example.toml`` at the repository root
+lists every key with its default (tests/test_config.py keeps it complete).
 
     # ledger.toml
     root = "/var/lib/ledger"
-    namespace = "edge-1"              # default: the full host name
-    host_id = "edge-1.eu"             # optional: this root's identity in a store's owner objects
-    hmac_key_file = "/etc/ledger/hmac.key"
+    namespace = "edge-1"                        # default: the full host name
+    hmac_key_file = "/etc/ledger/hmac.key"      # ledger keygen --hmac FILE
+    signer_key_file = "/etc/ledger/edge-1.signer.key"  # ledger keygen edge-1: Ed25519 notes
+    fs_state_file = "/etc/ledger/fs.seed.state" # ledger keygen --fs-seed FILE: forward-secure seals
+
+    [writer]
+    durability = "always"
 
     [cold]
     store = "s3://evidence-bucket/fleet"  # or file:///srv/cold; absent = offload disabled
-    hot_retention_days = 7               # the default; 0 deletes a session locally once archived
-    interval_s = 60
-    tsa_url = "http://tsa.example/tsr"    # optional RFC 3161 timestamps
-
-    [cold.s3]                          # ledger.cold.stores.StoreOptions, checked here
-    endpoint_url = "https://minio.internal:9000"
-    sse = "AES256"
 """
 
 from __future__ import annotations
@@ -27,16 +31,42 @@ from __future__ import annotations
 import os
 import socket
 import tomllib
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
+from . import format as fmt
+from . import layout
+from .capture import CaptureOptions
 from .cold.stores.base import StoreOptions
 from .errors import UsageError
 from .regular import open_regular
 
 ENV_PREFIX = "LEDGER_"
 DEFAULT_HOT_RETENTION_DAYS = 7.0
+# Anchored with \Z, not $: msgspec searches with re, where $ also matches before a final
+# newline ("edge-1\n" would pass as a namespace and end up in paths and store keys).
+NAMESPACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z"
+HOST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z"
+# A path: not empty, no NUL (the same constraint as CaptureOptions.capture_dir).
+PathStr = Annotated[str, msgspec.Meta(min_length=1, pattern="^[^\x00]+$")]
+
+
+class WriterConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``[writer]``: everything ``Ledger.open`` accepts besides root, namespace and keys.
+
+    Defined here rather than in ``ledger.writer`` (which re-exports it) because the writer
+    imports this module: the configuration cannot import the writer back.
+    """
+
+    queue_size: Annotated[int, msgspec.Meta(ge=1)] = 16384
+    durability: Literal["always", "batch", "none"] = "batch"
+    checkpoint_every: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    checkpoint_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    rotate_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 64 * 2**20
+    rotate_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+    max_event_bytes: Annotated[int, msgspec.Meta(ge=256, le=fmt.MAX_LINE_BYTES // 2)] = 2**20
+    fsync_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 0.020
 
 
 class ColdConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -46,7 +76,7 @@ class ColdConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     hot_retention_days: Annotated[float, msgspec.Meta(ge=0)] = DEFAULT_HOT_RETENTION_DAYS
     interval_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     tsa_url: str | None = None
-    tsa_ca_file: str | None = None
+    tsa_ca_file: PathStr | None = None
     backoff_base_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
     # Converted here, with the rest of the file, and only here: a typo in [cold.s3]
@@ -55,11 +85,19 @@ class ColdConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    root: str = "/var/lib/ledger"
-    namespace: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")] | None = None
-    hmac_key_file: str | None = None
+    root: PathStr = "/var/lib/ledger"
+    namespace: Annotated[str, msgspec.Meta(pattern=NAMESPACE_PATTERN)] | None = None
+    hmac_key_file: PathStr | None = None
+    # The writer the CLI opens signs every checkpoint and seal with these too: an Ed25519
+    # signer key (`ledger keygen NAME`, C2SP signed notes) and the forward-secure writer
+    # state (`ledger keygen --fs-seed FILE` writes FILE.state; the seed stays off the host).
+    signer_key_file: PathStr | None = None
+    fs_state_file: PathStr | None = None
     # Who owns the namespaces this root archives (SPEC.md 8); default: <root>/.ledger-id.
-    host_id: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")] | None = None
+    host_id: Annotated[str, msgspec.Meta(pattern=HOST_ID_PATTERN)] | None = None
+    writer: WriterConfig = msgspec.field(default_factory=WriterConfig)
+    # capture_dir defaults to <root>/<namespace>/captures (filled in by load_config).
+    capture: CaptureOptions = msgspec.field(default_factory=CaptureOptions)
     cold: ColdConfig = msgspec.field(default_factory=ColdConfig)
 
     @property
@@ -79,6 +117,8 @@ _ENV_KEYS = {
     "ROOT": ("root",),
     "NAMESPACE": ("namespace",),
     "HMAC_KEY_FILE": ("hmac_key_file",),
+    "SIGNER_KEY_FILE": ("signer_key_file",),
+    "FS_STATE_FILE": ("fs_state_file",),
     "HOST_ID": ("host_id",),
     "STORE": ("cold", "store"),
     "HOT_RETENTION_DAYS": ("cold", "hot_retention_days"),
@@ -109,10 +149,15 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         if value is not None:
             _set(raw, _ENV_KEYS.get(key.upper(), (key,)), value)
     try:
-        return msgspec.convert(raw, Config, strict=False)
+        config = msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as exc:
         where = f"config {path}" if path else "configuration"
         raise UsageError(f"{where}: {exc}") from None
+    if "capture_dir" not in raw.get("capture", {}):
+        # The namespace's own directory, where capture, gc, captures and demo all look.
+        capture_dir = str(layout.captures_dir(config.root, config.ns))
+        config.capture = msgspec.structs.replace(config.capture, capture_dir=capture_dir)
+    return config
 
 
 def _set(raw: dict, keys: tuple[str, ...], value: object) -> None:

@@ -24,13 +24,13 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import msgspec
 
 from . import format as fmt
 from . import fsseal, hot, layout, metrics, notes
-from .config import default_namespace
+from .config import WriterConfig, default_namespace
 from .errors import LedgerError, UsageError
 from .files import fsync_dir, replace_atomic
 from .keys import key_id
@@ -62,19 +62,6 @@ PROBE_MAX_S = 2.0
 # Module-level so tests can slow or break the disk without touching the class.
 _write = os.write
 _fsync = os.fsync
-
-
-class WriterConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """Everything ``Ledger.open`` accepts besides root, namespace and key; validated once."""
-
-    queue_size: Annotated[int, msgspec.Meta(ge=1)] = 16384
-    durability: Literal["always", "batch", "none"] = "batch"
-    checkpoint_every: Annotated[int, msgspec.Meta(ge=1)] = 1000
-    checkpoint_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
-    rotate_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 64 * 2**20
-    rotate_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
-    max_event_bytes: Annotated[int, msgspec.Meta(ge=256, le=fmt.MAX_LINE_BYTES // 2)] = 2**20
-    fsync_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 0.020
 
 
 class _Barrier:
@@ -125,19 +112,24 @@ class Ledger(CrashRecovery):
         extra_keys: tuple[bytes, ...] = (),
         signers: tuple = (),
         fs_state_file: str | os.PathLike[str] | None = None,
+        config: WriterConfig | None = None,
         **options: Any,
     ) -> Ledger:
         """Lock the namespace, recover its newest session, open a new one, start the writer.
 
         ``signers`` (ledger.notes.Signer) add Ed25519 signatures to every checkpoint and
         seal; ``fs_state_file`` (made by ``ledger keygen --fs-seed``) adds a forward-secure
-        ``hmac-sha256-fs`` signature whose key ratchets forward every epoch.
+        ``hmac-sha256-fs`` signature whose key ratchets forward every epoch. The writer's
+        options are ``config`` (a ``WriterConfig``, the configuration's ``[writer]``) and
+        keyword ``options`` (``checkpoint_every=250``), which win over it.
         """
         namespace = fmt.check_namespace(namespace or default_namespace())  # the full host name
         if not isinstance(hmac_key, bytes | bytearray) or len(hmac_key) < 16:
             raise UsageError("hmac_key must be at least 16 bytes (ledger keygen --hmac FILE makes one)")
         try:
-            config = msgspec.convert(options, WriterConfig)
+            if config is None or options:
+                given = msgspec.structs.asdict(config) if config is not None else {}
+                config = msgspec.convert(given | options, WriterConfig)
         except msgspec.ValidationError as exc:
             raise UsageError(f"invalid writer option: {exc}") from None
         self = object.__new__(cls)

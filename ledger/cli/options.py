@@ -85,31 +85,53 @@ def _config_keys(cfg, key_files: list[Path] | None, signing: bool = False) -> tu
 
 
 def _need_key(cfg, key_files: list[Path] | None) -> tuple[bytes, ...]:
+    """The HMAC keys of a command that records. The configured signer key and sealing
+    state are loaded here too, so a bad or exposed one is refused before anything is touched."""
     keys = _config_keys(cfg, key_files, signing=True)
     if not keys:
         raise LedgerError("this command records events: give --key-file (or LEDGER_HMAC_KEY_FILE / hmac_key_file)")
+    _signing(cfg)
     return keys
 
 
-def _open_store(cfg):
-    import msgspec
+def _signing(cfg) -> tuple[tuple, Path | None]:
+    """The Ed25519 signers and the forward-secure state file the configuration names
+    (``signer_key_file`` / LEDGER_SIGNER_KEY_FILE, ``fs_state_file`` / LEDGER_FS_STATE_FILE);
+    either file readable by group or others is refused, as an HMAC key file is."""
+    from .. import fsseal, notes
 
-    from ..cold.stores import StoreOptions, open_store
+    signers = ()
+    if cfg.signer_key_file:
+        signers = (_load_secret(notes.load_signer_key_file, cfg.signer_key_file, True, "signer key file"),)
+    fs_state = Path(cfg.fs_state_file) if cfg.fs_state_file else None
+    if fs_state is not None:
+        _load_secret(fsseal.load_fs_state, fs_state, True, "sealing state file")  # the writer reads it again
+    return signers, fs_state
+
+
+def _open_store(cfg):
+    from ..cold.stores import open_store
 
     if not cfg.cold.store:
         raise LedgerError("no cold store: give --store URL (or LEDGER_STORE, or [cold] store in the config)")
-    try:
-        options = msgspec.convert(cfg.cold.s3, StoreOptions)
-    except msgspec.ValidationError as exc:
-        raise LedgerError(f"[cold.s3] configuration: {exc}") from None
-    return open_store(cfg.cold.store, options)
+    return open_store(cfg.cold.store, cfg.cold.s3)  # a StoreOptions, checked when the config loaded
 
 
 def _writer(cfg, keys: tuple[bytes, ...]):
-    """The namespace's writer for a command that records: fails, naming the holder, if a host has it."""
+    """The namespace's writer for a command that records, with the configuration's
+    ``[writer]`` options and its signers: fails, naming the holder, if a host has it."""
     from ..writer import Ledger
 
-    return Ledger.open(cfg.root, namespace=cfg.ns, hmac_key=keys[0], extra_keys=keys[1:])
+    signers, fs_state = _signing(cfg)
+    return Ledger.open(
+        cfg.root,
+        namespace=cfg.ns,
+        hmac_key=keys[0],
+        extra_keys=keys[1:],
+        signers=signers,
+        fs_state_file=fs_state,
+        config=cfg.writer,
+    )
 
 
 def _projector(cfg, store=None):
@@ -137,14 +159,16 @@ def _warn_repaired(views):
 
 
 def _capture_options(cfg, interface: str | None = None, duration: int | None = None):
-    from ..capture import CaptureOptions, default_capture_dir
+    """The configuration's ``[capture]`` (a CaptureOptions), with the command's options
+    over it, checked by the same Struct (an interface name is validated here too)."""
+    import msgspec
 
-    opts = {"capture_dir": str(default_capture_dir(cfg.root, cfg.ns))}
-    if interface:
-        opts["interface"] = interface
-    if duration:
-        opts["duration_s"] = duration
-    return CaptureOptions.from_dict(opts)
+    from ..capture import CaptureOptions
+
+    given = {k: v for k, v in (("interface", interface), ("duration_s", duration)) if v}
+    if not given:
+        return cfg.capture
+    return CaptureOptions.from_dict(msgspec.structs.asdict(cfg.capture) | given)
 
 
 def _hot_projector(cfg):

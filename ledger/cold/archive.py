@@ -734,7 +734,7 @@ def from_config(config, ledger, keys: list[bytes]) -> OffloadWorker | None:
     """Start offload for a host, or return None (with one warning) when it is disabled or
     misconfigured: the host keeps running on local evidence only."""
     from ..config import Config
-    from .stores import StoreOptions, open_store
+    from .stores import open_store
 
     assert isinstance(config, Config)
     cold = config.cold
@@ -742,9 +742,8 @@ def from_config(config, ledger, keys: list[bytes]) -> OffloadWorker | None:
         log.warning("cold storage is disabled (no store configured): evidence stays on this host")
         return None
     try:
-        options = msgspec.convert(cold.s3, StoreOptions)
-        store = open_store(cold.store, options)
-    except (LedgerError, msgspec.ValidationError) as exc:
+        store = open_store(cold.store, cold.s3)  # a StoreOptions, checked when the config loaded
+    except LedgerError as exc:
         log.warning("cold storage is misconfigured (%s): evidence stays on this host", exc)
         return None
     archiver = Archiver(
