@@ -204,8 +204,7 @@ def restore_session(
         raise InputError(f"{session}: not archived in {store.url} (no {keys.manifest})")
     report = verify_archived(store, keys.manifest, policy, None)
     if not report.ok:
-        e = report.first_error
-        raise EvidenceError(f"{session}: archived copy does not verify: {e.reason}: {e.detail}")
+        raise EvidenceError(f"{session}: archived copy does not verify: {report.first_error}")
     dest_dir = to_root / namespace
     dest_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     dest = dest_dir / f"{session}.ndjson"
