@@ -29,8 +29,8 @@ from ..capture_verify import (
     recorded_captures,
 )
 from ..verify import FileReport
-from .manifest import capture_keys
 from .checks import _archived_session_lines
+from .manifest import capture_keys
 from .stores import ObjectNotFound, Store
 
 
