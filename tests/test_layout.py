@@ -144,12 +144,6 @@ _NOT_YET = {
     "cli",
     "tail.py",
     "tail",
-    "verify.py",
-    "verify",
-    "identity.py",
-    "cold/remote.py",
-    "cold/checks.py",  # remote.py's store verification and restore, split out in the same step
-    "cold/rotation.py",
     "cold/stores.py",
     "cold/stores",
 }
