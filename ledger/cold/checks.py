@@ -24,6 +24,7 @@ from pathlib import Path
 from .. import layout
 from ..capture_verify import CaptureCheck, check_bytes, missing, recorded_captures
 from ..errors import EvidenceError, InputError
+from ..files import fsync_dir
 from ..layout import MANIFEST_SUFFIX as MANIFEST_SUFFIX  # re-exported by cold.remote
 from ..layout import session_keys
 from ..reader import session_paths
@@ -195,7 +196,12 @@ def verify_archived(store: Store, manifest_key: str, policy: Policy, tsa_ca_pem:
 def restore_session(
     store: Store, namespace: str, session: str, to_root: Path, policy: Policy
 ) -> tuple[Path, FileReport]:
-    """Download, verify, and write ``<to_root>/<namespace>/<session>.ndjson`` (0600)."""
+    """Download, verify, and write ``<to_root>/<namespace>/<session>.ndjson`` (0600).
+
+    The durable path of files.replace_atomic, streamed: the gzip is decompressed into
+    the layout's restore temp file, which is fsynced, verified again, renamed into
+    place, and the directory fsynced (without that the rename can be lost in a crash).
+    No partial file is left behind on any failure."""
     keys = session_keys(namespace, session)
     if store.head(keys.manifest) is None:
         raise InputError(f"{session}: not archived in {store.url} (no {keys.manifest})")
@@ -229,7 +235,12 @@ def restore_session(
     if not check.ok or check.root != report.root:
         tmp.unlink()
         raise EvidenceError(f"{session}: restored bytes do not verify")
-    os.replace(tmp, dest)
+    try:
+        os.replace(tmp, dest)
+        fsync_dir(dest_dir)
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise InputError(f"cannot write {dest}: {exc.strerror or exc}") from exc
     return dest, check
 
 
