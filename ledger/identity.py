@@ -15,8 +15,9 @@ from pathlib import Path
 
 from .errors import UsageError
 from .files import create_exclusive
+from .layout import ID_FILE as ID_FILE  # the historical import: ledger.identity.ID_FILE
+from .layout import id_path
 
-ID_FILE = ".ledger-id"
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
@@ -25,7 +26,7 @@ def root_identity(root: str | os.PathLike[str], host_id: str | None = None) -> s
     if host_id:
         return _checked(host_id, "host_id")
     root = Path(root)
-    path = root / ID_FILE
+    path = id_path(root)
     try:
         return _read(path)
     except FileNotFoundError:

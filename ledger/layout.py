@@ -13,6 +13,7 @@ Pure: names only, no I/O (listing a directory is the one exception, in
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import msgspec
@@ -62,6 +63,11 @@ def is_session_name(name: str) -> bool:
 def session_files(ns_dir: Path) -> list[Path]:
     """The sessions of a namespace directory, oldest first (session ids sort by time)."""
     return sorted(p for p in ns_dir.glob(f"*{SESSION_SUFFIX}") if is_session_name(p.name))
+
+
+def session_id(session_file: Path) -> str:
+    """The session id a session file is named after (``<session>.ndjson``)."""
+    return session_file.name.removesuffix(SESSION_SUFFIX)
 
 
 def lock_path(ns_dir: Path) -> Path:
@@ -154,6 +160,44 @@ def owner_key(namespace: str) -> str:
     return f"{namespace}/owner.json"
 
 
+# The folders below a namespace that hold its archived objects (SPEC.md 8).
+KEY_FOLDERS = ("sessions", "captures", "checkpoints")
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+def key_namespace(key: str) -> str | None:
+    """The namespace an archived object's key belongs to, or None for a key that is not
+    below ``<namespace>/sessions|captures|checkpoints/`` (an owner.json, a stray object)."""
+    parts = key.split("/")
+    return parts[0] if len(parts) > 2 and parts[1] in KEY_FOLDERS else None
+
+
+def sessions_prefix(namespace: str) -> str:
+    """The prefix of every archived session object of a namespace (a listing lists it)."""
+    return f"{namespace}/{KEY_FOLDERS[0]}/"
+
+
+def captures_prefix(namespace: str) -> str:
+    """The prefix of every archived capture object of a namespace."""
+    return f"{namespace}/{KEY_FOLDERS[1]}/"
+
+
+def is_manifest_key(key: str) -> bool:
+    return key.endswith(MANIFEST_SUFFIX)
+
+
+def manifest_session(key: str) -> str:
+    """The session a manifest key names (its last part, without the suffix).
+
+    Precondition: ``is_manifest_key(key)``."""
+    return key.rsplit("/", 1)[-1][: -len(MANIFEST_SUFFIX)]
+
+
+def capture_key_id(key: str) -> str | None:
+    """The capture id of an archived pcap's key, or None for any other key (its ``.sha256``)."""
+    return key.rsplit("/", 1)[-1].removesuffix(PCAP_SUFFIX) if key.endswith(PCAP_SUFFIX) else None
+
+
 def session_keys(namespace: str, session: str) -> SessionKeys:
     base = f"{namespace}/sessions/{_day(session)}/{session}"
     return SessionKeys(
@@ -173,3 +217,12 @@ def checkpoints_prefix(namespace: str, session: str) -> str:
 
 def checkpoint_key(namespace: str, session: str, size: int) -> str:
     return f"{checkpoints_prefix(namespace, session)}{size}.checkpoint"
+
+
+_CHECKPOINT_NAME = re.compile(r"^[0-9]+\.checkpoint$")
+
+
+def is_checkpoint_key(namespace: str, session: str, key: str) -> bool:
+    """Whether ``key`` is one of ``checkpoint_key(namespace, session, size)``, for some size."""
+    prefix = checkpoints_prefix(namespace, session)
+    return key.startswith(prefix) and _CHECKPOINT_NAME.match(key[len(prefix) :]) is not None

@@ -142,13 +142,6 @@ _PATH_PARTS = re.compile(r"^(captures|sessions|checkpoints)$")
 _NOT_YET = {
     "cli.py",
     "cli",
-    "verify.py",
-    "verify",
-    "identity.py",
-    "cold/remote.py",
-    "cold/checks.py",  # remote.py's store verification and restore, split out in the same step
-    "cold/rotation.py",
-    "cold/tier_captures.py",  # landed with the capture fixes, beside the first layout pass
     "cold/stores.py",
     "cold/stores",
 }

@@ -17,38 +17,35 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import layout
 from ..capture_verify import CaptureCheck, check_bytes, missing, recorded_captures
 from ..errors import EvidenceError, InputError
+from ..files import fsync_dir
+from ..layout import MANIFEST_SUFFIX as MANIFEST_SUFFIX  # re-exported by cold.remote
+from ..layout import session_keys
 from ..reader import session_paths
 from ..verify import FileReport, FirstError, Policy, VerifyReport, check_prev_links, verify_file, verify_stream
 from .archive import HashingReader
-from .manifest import ManifestError, parse_manifest, session_keys, sha256_sidecar
+from .manifest import ManifestError, parse_manifest, sha256_sidecar
 from .stores import ObjectNotFound, Store
 from .tsa import TimestampInvalid, verify_token
-
-MANIFEST_SUFFIX = ".manifest.json"
-
 
 # ---- verify ------------------------------------------------------------------------------
 
 
 def store_namespaces(store: Store) -> list[str]:
-    """Namespaces present in a store: first key segments with a sessions/ folder."""
-    seen = set()
-    for info in store.list(""):
-        parts = info.key.split("/")
-        if len(parts) > 2 and parts[1] in ("sessions", "captures", "checkpoints"):
-            seen.add(parts[0])
-    return sorted(seen)
+    """Namespaces present in a store: first key segments with a sessions/, captures/ or
+    checkpoints/ folder."""
+    return sorted({ns for info in store.list("") if (ns := layout.key_namespace(info.key)) is not None})
 
 
 def archived_manifests(store: Store, namespace: str) -> list[str]:
     """Manifest keys of a namespace in session order (the key's last part is the session id)."""
-    keys = [i.key for i in store.list(f"{namespace}/sessions/") if i.key.endswith(MANIFEST_SUFFIX)]
+    keys = [i.key for i in store.list(layout.sessions_prefix(namespace)) if layout.is_manifest_key(i.key)]
     return sorted(keys, key=lambda k: k.rsplit("/", 1)[-1])
 
 
@@ -98,14 +95,14 @@ def verify_store_captures(store: Store, namespace: str, reports: list[FileReport
     in none of these sessions (recorded in a session still in the hot tier) is
     ``unrecorded``: the store alone cannot vouch for it.
     """
-    sessions = [(r, _archived_session_lines(store, namespace, r)) for r in reports if r.session]
+    sessions = [(r, archived_session_lines(store, namespace, r)) for r in reports if r.session]
     recorded = recorded_captures(sessions)
     checks = list(recorded.changed)
     base = store.url.rstrip("/")
     stored = {
-        i.key.rsplit("/", 1)[-1].removesuffix(".pcap"): i.key
-        for i in store.list(f"{namespace}/captures/")
-        if i.key.endswith(".pcap")
+        cid: i.key
+        for i in store.list(layout.captures_prefix(namespace))
+        if (cid := layout.capture_key_id(i.key)) is not None
     }
     for cid, key in sorted(stored.items()):
         rec = recorded.captures.get(cid)
@@ -126,7 +123,8 @@ def verify_store_captures(store: Store, namespace: str, reports: list[FileReport
     return checks
 
 
-def _archived_session_lines(store: Store, namespace: str, report: FileReport):
+def archived_session_lines(store: Store, namespace: str, report: FileReport) -> Callable[[], Iterator[bytes]]:
+    """The lines of the archived session ``report`` verified, read again when called."""
     return lambda: _gz_lines(store, session_keys(namespace, report.session).gz)
 
 
@@ -198,20 +196,24 @@ def verify_archived(store: Store, manifest_key: str, policy: Policy, tsa_ca_pem:
 def restore_session(
     store: Store, namespace: str, session: str, to_root: Path, policy: Policy
 ) -> tuple[Path, FileReport]:
-    """Download, verify, and write ``<to_root>/<namespace>/<session>.ndjson`` (0600)."""
+    """Download, verify, and write ``<to_root>/<namespace>/<session>.ndjson`` (0600).
+
+    The durable path of files.replace_atomic, streamed: the gzip is decompressed into
+    the layout's restore temp file, which is fsynced, verified again, renamed into
+    place, and the directory fsynced (without that the rename can be lost in a crash).
+    No partial file is left behind on any failure."""
     keys = session_keys(namespace, session)
     if store.head(keys.manifest) is None:
         raise InputError(f"{session}: not archived in {store.url} (no {keys.manifest})")
     report = verify_archived(store, keys.manifest, policy, None)
     if not report.ok:
-        e = report.first_error
-        raise EvidenceError(f"{session}: archived copy does not verify: {e.reason}: {e.detail}")
-    dest_dir = to_root / namespace
+        raise EvidenceError(f"{session}: archived copy does not verify: {report.first_error}")
+    dest_dir = layout.namespace_dir(to_root, namespace)
     dest_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    dest = dest_dir / f"{session}.ndjson"
+    dest = layout.session_path(dest_dir, session)
     if dest.exists():
         raise InputError(f"{dest} already exists")
-    tmp = dest.with_name(dest.name + ".restore.tmp")
+    tmp = layout.restore_tmp_path(dest)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with open(fd, "wb") as out, store.open(keys.gz) as raw, gzip.GzipFile(fileobj=raw) as gz:
@@ -233,7 +235,12 @@ def restore_session(
     if not check.ok or check.root != report.root:
         tmp.unlink()
         raise EvidenceError(f"{session}: restored bytes do not verify")
-    os.replace(tmp, dest)
+    try:
+        os.replace(tmp, dest)
+        fsync_dir(dest_dir)
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise InputError(f"cannot write {dest}: {exc.strerror or exc}") from exc
     return dest, check
 
 
@@ -247,7 +254,7 @@ def _unlink_quietly(path: Path) -> None:
 def archived_lines(store: Store, namespace: str) -> Iterator[tuple[str, Iterator[bytes]]]:
     """(session, lines) of every archived session, streamed: for Projector.rebuild."""
     for key in archived_manifests(store, namespace):
-        session = key.rsplit("/", 1)[-1][: -len(MANIFEST_SUFFIX)]
+        session = layout.manifest_session(key)
         yield session, _gz_lines(store, session_keys(namespace, session).gz)
 
 
@@ -274,9 +281,9 @@ class TierReport:
 
 def tier_report(root: Path, namespace: str, store: Store) -> TierReport:
     """The tier boundary, and whether the oldest hot session links to an archived one (or is first)."""
-    hot = session_paths(root / namespace)
-    archived = [k.rsplit("/", 1)[-1][: -len(MANIFEST_SUFFIX)] for k in archived_manifests(store, namespace)]
-    oldest_hot = hot[0].stem if hot else None
+    hot = session_paths(layout.namespace_dir(root, namespace))
+    archived = [layout.manifest_session(k) for k in archived_manifests(store, namespace)]
+    oldest_hot = layout.session_id(hot[0]) if hot else None
     newest_archived = archived[-1] if archived else None
     if not hot:
         return TierReport(namespace, None, newest_archived, True, "no hot sessions: everything is in the cold tier")
@@ -286,7 +293,7 @@ def tier_report(root: Path, namespace: str, store: Store) -> TierReport:
         return TierReport(
             namespace, oldest_hot, newest_archived, True, "the oldest hot session is the namespace's first"
         )
-    if prev.session in {p.stem for p in hot} or prev.session in archived:
+    if prev.session in {layout.session_id(p) for p in hot} or prev.session in archived:
         where = "archived" if prev.session in archived else "hot"
         return TierReport(namespace, oldest_hot, newest_archived, True, f"{oldest_hot} links to {where} {prev.session}")
     return TierReport(

@@ -9,7 +9,6 @@ at most 1,000, one ``remote.deleted`` event per batch.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,9 +16,10 @@ from datetime import UTC, datetime, timedelta
 
 from .. import events as ev
 from ..errors import UsageError
+from ..layout import capture_keys, checkpoints_prefix, is_checkpoint_key, session_keys
 from ..projections import BatchView, Projector
 from ..when import parse_stored, parse_when, stored_ts
-from .manifest import ManifestError, capture_keys, checkpoint_key, parse_manifest, session_keys
+from .manifest import ManifestError, parse_manifest
 from .stores import ObjectNotFound, Store
 
 # Codes of keys a rotation keeps besides the store's own (AccessDenied, ...): a manifest
@@ -231,11 +231,11 @@ def _before(ts: str, cutoff: datetime) -> bool:
 
 def _checkpoint_notes(store: Store, namespace: str, session: str) -> list[str]:
     """``<ns>/checkpoints/<session>/<size>.checkpoint`` of one session, as stored."""
-    folder = checkpoint_key(namespace, session, 0).rpartition("/")[0] + "/"
-    return [i.key for i in store.list(folder) if _NOTE_NAME.match(i.key[len(folder) :])]
-
-
-_NOTE_NAME = re.compile(r"^[0-9]+\.checkpoint$")
+    return [
+        i.key
+        for i in store.list(checkpoints_prefix(namespace, session))
+        if is_checkpoint_key(namespace, session, i.key)
+    ]
 
 
 def _hold_locked(store: Store, plan: RotatePlan, now: float) -> None:

@@ -28,9 +28,9 @@ from ..capture_verify import (
     missing,
     recorded_captures,
 )
+from ..layout import capture_keys, namespace_dir, session_id, sessions_prefix
 from ..verify import FileReport
-from .checks import _archived_session_lines
-from .manifest import capture_keys
+from .checks import archived_session_lines
 from .stores import ObjectNotFound, Store
 
 
@@ -45,13 +45,13 @@ def verify_tier_captures(
     that they judge (``replaces``).
     """
     base = store.url.rstrip("/")
-    ns_dir = (root / namespace).resolve()
-    archived = [f for f in files if f.ok and f.session and f.path.startswith(f"{base}/{namespace}/sessions/")]
+    ns_dir = namespace_dir(root, namespace).resolve()
+    archived = [f for f in files if f.ok and f.session and f.path.startswith(f"{base}/{sessions_prefix(namespace)}")]
     hot = [f for f in files if f.ok and Path(f.path).resolve().parent == ns_dir]
     hot = [f for f in hot if might_hold_captures(f.path)]
-    sessions = [(f, _archived_session_lines(store, namespace, f)) for f in archived]
+    sessions = [(f, archived_session_lines(store, namespace, f)) for f in archived]
     sessions += [(f, _file_lines(f.path)) for f in hot]
-    sessions.sort(key=lambda s: s[0].session or Path(s[0].path).stem)
+    sessions.sort(key=lambda s: s[0].session or session_id(Path(s[0].path)))
     recorded = recorded_captures(sessions)
     archived_ids = {f.session for f in archived}
     judged = {c.capture_id for c in done if c.verdict != "unrecorded"}

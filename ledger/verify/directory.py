@@ -13,6 +13,7 @@ import msgspec
 from .. import format as fmt
 from .. import lastseal
 from ..errors import InputError
+from ..layout import LAST_SEAL_FILE, is_session_name, last_seal_path, session_path
 from ..regular import NotRegularFile, read_small
 from .policy import Policy
 from .report import FileReport, FirstError
@@ -23,7 +24,7 @@ def session_files(root: Path) -> dict[Path, list[Path]]:
     groups: dict[Path, list[Path]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
-        names = sorted(n for n in filenames if n.endswith(".ndjson") and not n.startswith("."))
+        names = sorted(n for n in filenames if is_session_name(n))
         if names:
             groups[Path(dirpath)] = [Path(dirpath) / n for n in names]
     return groups
@@ -65,12 +66,12 @@ def check_last_seal(ns_dir: Path, reports: Sequence[FileReport], policy: Policy)
     never trusted. Returns the reports to add (for the record or the missing session);
     notes go on the newest session's report.
     """
-    path = ns_dir / lastseal.FILE_NAME
+    path = last_seal_path(ns_dir)
     newest = reports[-1]
     try:
         raw = read_small(path, LAST_SEAL_LIMIT)
     except FileNotFoundError:
-        newest.notes.append(f"no {lastseal.FILE_NAME}: the newest session is not checked against the writer's record")
+        newest.notes.append(f"no {LAST_SEAL_FILE}: the newest session is not checked against the writer's record")
         return []
     except NotRegularFile as exc:  # a FIFO, /dev/zero, a directory: the record fails, the rest is verified
         return [_record_failure(path, "malformed", exc.strerror)]
@@ -83,7 +84,7 @@ def check_last_seal(ns_dir: Path, reports: Sequence[FileReport], policy: Policy)
     namespace = ns_dir.name
     if not policy.keys:
         newest.notes.append(
-            f"{lastseal.FILE_NAME} is unauthenticated (no HMAC key): its claim that {record.session} "
+            f"{LAST_SEAL_FILE} is unauthenticated (no HMAC key): its claim that {record.session} "
             "is the newest sealed session was not checked"
         )
         return []
@@ -95,24 +96,24 @@ def check_last_seal(ns_dir: Path, reports: Sequence[FileReport], policy: Policy)
     sealed = [r.session for r in reports if r.ok and r.sealed and r.session]
     if sealed and max(sealed) > record.session:
         newest.notes.append(
-            f"{lastseal.FILE_NAME} names {record.session}, older than the newest sealed session "
+            f"{LAST_SEAL_FILE} names {record.session}, older than the newest sealed session "
             "(a crash between a seal and the record?); the next writer open rewrites it"
         )
         return []
     if named is not None:
         return []
-    if (ns_dir / f"{record.session}.ndjson").exists():
+    if session_path(ns_dir, record.session).exists():
         newest.notes.append(f"{record.session} appeared while verifying (a live writer); not checked")
         return []
     if _records_local_deletion(reports, record.session):
         newest.notes.append(f"newest sealed session {record.session} was archived and deleted locally (recorded)")
         return []
-    missing = FileReport(path=str(ns_dir / f"{record.session}.ndjson"), session=record.session)
+    missing = FileReport(path=str(session_path(ns_dir, record.session)), session=record.session)
     missing.first_error = FirstError(
         None,
         None,
         "missing_session",
-        f"{lastseal.FILE_NAME} names {record.session} as the newest sealed session ({record.size} lines); "
+        f"{LAST_SEAL_FILE} names {record.session} as the newest sealed session ({record.size} lines); "
         "it is not here and no archive.local_deleted event records its deletion",
     )
     return [missing]
@@ -120,7 +121,7 @@ def check_last_seal(ns_dir: Path, reports: Sequence[FileReport], policy: Policy)
 
 def _record_failure(path: Path, reason: str, detail: str) -> FileReport:
     r = FileReport(path=str(path))
-    r.first_error = FirstError(None, None, reason, f"{lastseal.FILE_NAME}: {detail}")
+    r.first_error = FirstError(None, None, reason, f"{LAST_SEAL_FILE}: {detail}")
     return r
 
 

@@ -6,15 +6,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import format as fmt
+from ..errors import failure_text
 from ..merkle import EMPTY_ROOT, CompactRange
 
 
 @dataclass
 class FirstError:
+    """The first thing in a file that does not verify; prints as ``line N: reason: detail``
+    (``reason: detail`` when it is not tied to a line), errors.failure_text's one shape."""
+
     line: int | None  # 1-based
     seq: int | None
     reason: str
     detail: str
+
+    def __str__(self) -> str:
+        return failure_text(self.line, self.reason, self.detail)
 
     def as_dict(self) -> dict:
         return {"line": self.line, "seq": self.seq, "reason": self.reason, "detail": self.detail}
