@@ -177,6 +177,11 @@ def sessions_prefix(namespace: str) -> str:
     return f"{namespace}/{KEY_FOLDERS[0]}/"
 
 
+def namespace_url(object_url: str) -> str:
+    """``<store URL>/<namespace>`` from the URL of one of that namespace's session objects."""
+    return object_url.split("/sessions/", 1)[0]
+
+
 def captures_prefix(namespace: str) -> str:
     """The prefix of every archived capture object of a namespace."""
     return f"{namespace}/{KEY_FOLDERS[1]}/"

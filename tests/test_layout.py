@@ -139,12 +139,7 @@ _NAMES = re.compile(
 _PATH_PARTS = re.compile(r"^(captures|sessions|checkpoints)$")
 # Modules restructured in parallel with layout.py (issue 13): they still build some
 # paths themselves and adopt layout after the merge. Remove an entry when it is done.
-_NOT_YET = {
-    "cli.py",
-    "cli",
-    "cold/stores.py",
-    "cold/stores",
-}
+_NOT_YET: set[str] = set()
 # Text for people (docstrings, help, messages) may name files; only code is checked.
 _DOC_ONLY = {"layout.py"}
 

@@ -307,11 +307,12 @@ def _view_shipped(cfg, url_report: VerifyReport):
     the store just verified and that it does not hold (ledger/cold/tier_captures.py)."""
     import lmdb
 
+    from .. import layout
     from ..cold.stores import open_store
     from ..cold.tier_captures import view_shipped_missing
     from ..projections import VIEWS_DIR, Projector
 
-    root, urls = Path(cfg.root), {f.path.split("/sessions/")[0] for f in url_report.files if "://" in f.path}
+    root, urls = Path(cfg.root), {layout.namespace_url(f.path) for f in url_report.files if "://" in f.path}
     checks = []
     for ns_url in sorted(urls):
         base, _, ns = ns_url.rpartition("/")

@@ -189,7 +189,9 @@ def rotate_remote_cmd(
 @guarded
 def restore(
     session: Annotated[str, typer.Argument(help="Session id to bring back.")],
-    to: Annotated[Path, typer.Option("--to", help="Hot-tier root to write <namespace>/<session>.ndjson into.")],
+    to: Annotated[
+        Path, typer.Option("--to", help="Hot-tier root to write the restored session into (below its namespace).")
+    ],
     root: RootOpt = None,
     namespace: NamespaceOpt = None,
     config: ConfigOpt = None,
