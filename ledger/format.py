@@ -178,6 +178,11 @@ def check_kind(kind: str) -> bool:
     return bool(_KIND_RE.match(kind))
 
 
+# encode_event, next_chain and make_line are the readable reference of a line:
+# SessionBuilder.line inlines them for speed, and tests/test_format_reference.py
+# checks that both write the same bytes for every kind of line.
+
+
 def encode_event(seq: int, ts: str, kind: str, data_json: bytes) -> bytes:
     """E_i: the compact event object; ``data_json`` is an already encoded JSON object."""
     return b'{"v":1,"seq":%d,"ts":"%s","kind":"%s","data":%s}' % (

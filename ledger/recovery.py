@@ -18,7 +18,9 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, Literal
 
 import msgspec
 
@@ -36,6 +38,38 @@ log = logging.getLogger("ledger.writer")
 DROPS_FILE = layout.DROPS_FILE
 DROPS_BYTES = hot.DROPS_BYTES
 LAST_SEAL = layout.LAST_SEAL_FILE
+
+
+@dataclass
+class Recovered:
+    """What recovery at open (or after a full disk) found and did.
+
+    ``action``: ``none`` (nothing to do: the newest session was sealed, or there is none), ``sealed`` (it was not: it
+    is sealed now, reason ``recovered`` or ``disk_full``, its torn tail of
+    ``torn_bytes`` cut first), or ``quarantined`` (it did not verify: moved aside, and
+    ``opened_extra`` names it for the next session's ``session.opened``). ``prev``
+    is the link for the next session; ``carried_dropped`` the drops the crashed
+    writer counted that no seal reports yet.
+
+    Read as a mapping too (``r["action"]``, ``r.get("prev")``), as when it was a dict.
+    """
+
+    prev: fmt.PrevLink | None = None
+    action: Literal["none", "sealed", "quarantined"] = "none"
+    opened_extra: dict[str, str] | None = None
+    carried_dropped: dict[str, int] = field(default_factory=dict)
+    torn_bytes: int = 0
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in _RECOVERED_FIELDS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in _RECOVERED_FIELDS else default
+
+
+_RECOVERED_FIELDS = frozenset(f.name for f in fields(Recovered))
 
 
 def _seams():
@@ -148,14 +182,13 @@ class CrashRecovery:
             return None
         return record.link()
 
-    def _recover(self, live: bool = False) -> dict:
+    def _recover(self, live: bool = False) -> Recovered:
         """Seal or quarantine the newest session if a crash (or a full disk) left it
         unsealed, and find the link for the next session from verified bytes.
 
         ``.last-seal.json`` only says which older sessions need no second look: the
         newest session at or after it is verified, and ``prev`` is the summary of
         the newest sealed session that verified (the record is rewritten to match).
-        Returns {"prev", "opened_extra", "action", "carried_dropped", "torn_bytes"}.
         ``live``: called by a running writer after a full disk; its own counts are
         the truth and nothing is carried.
         """
@@ -163,18 +196,18 @@ class CrashRecovery:
         drops = None if live else self._read_drops()
         sessions = [p for p in layout.session_files(self.dir) if regular_or_warn(p)]
         candidates = [p for p in sessions if record is None or p.stem >= record.session]
-        result: dict = {"prev": record, "action": "none"}
+        result = Recovered(prev=record)
         for i, path in enumerate(reversed(candidates)):
             # Signatures are not checked here: a session signed by a key since rotated is
             # not corrupt. Chain, seq and roots are.
             report = verify_file(path, Policy(allow_unsealed=True, jobs=1))
             if report.ok and report.sealed:
-                result["prev"] = _summary(report)
+                result.prev = _summary(report)
                 if drops and drops[0] == report.session:  # dropped after that seal, reported nowhere
-                    result["carried_dropped"] = _excess(drops[1], _seal_dropped(path))
+                    result.carried_dropped = _excess(drops[1], _seal_dropped(path))
                 if hot.read_seal_record(self.dir, path.stem) is None:
                     size, sha = sha256_file(path)
-                    _seams()._write_seal_record(self.dir, result["prev"], size, sha)
+                    _seams()._write_seal_record(self.dir, result.prev, size, sha)
                 break
             if report.ok and report.events > 0 and report.session and report.tree is not None:
                 if live:
@@ -183,7 +216,9 @@ class CrashRecovery:
                     dropped = _last_checkpoint_dropped(path)
                     if drops and drops[0] == report.session:
                         dropped = _merge_max(dropped, drops[1])
-                result.update(self._seal_recovered(path, report, dropped, "disk_full" if live else "recovered"))
+                reason = "disk_full" if live else "recovered"
+                result.prev, result.torn_bytes = self._seal_recovered(path, report, dropped, reason)
+                result.action = "sealed"
                 break
             e = report.first_error
             why = failure_text(e.line, e.reason, e.detail) if e else failure_text(None, "no complete line", "")
@@ -196,10 +231,11 @@ class CrashRecovery:
             os.rename(path, aside)
             fsync_dir(self.dir)
             log.error("ledger: session %s failed verification (%s); moved aside to %s", path.name, why, aside.name)
-            result.update(opened_extra={"quarantined": aside.name, "quarantine_reason": why}, action="quarantined")
+            result.opened_extra = {"quarantined": aside.name, "quarantine_reason": why}
+            result.action = "quarantined"
             if drops and drops[0] == report.session:
-                result["carried_dropped"] = {k: v for k, v in drops[1].items() if v}
-        prev = result["prev"]
+                result.carried_dropped = {k: v for k, v in drops[1].items() if v}
+        prev = result.prev
         if prev is not None and prev != record:
             if record is not None:
                 log.warning(
@@ -211,7 +247,8 @@ class CrashRecovery:
             self._write_last_seal(prev)
         return result
 
-    def _seal_recovered(self, path: Path, report, dropped: dict[str, int], reason: str) -> dict:
+    def _seal_recovered(self, path: Path, report, dropped: dict[str, int], reason: str) -> tuple[fmt.PrevLink, int]:
+        """Seal an unsealed session that verified, its torn tail cut first: (its summary, the bytes cut)."""
         builder = SessionBuilder.resume(
             self.namespace, report.session, self._keys, report.tree, bytes.fromhex(report.chain), self._sign_fns
         )
@@ -243,7 +280,7 @@ class CrashRecovery:
             torn,
             dropped or 0,
         )
-        return {"prev": summary, "action": "sealed", "torn_bytes": torn}
+        return summary, torn
 
     def _write_last_seal(self, link: fmt.PrevLink) -> None:
         path = layout.last_seal_path(self.dir)

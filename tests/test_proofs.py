@@ -572,7 +572,7 @@ def test_overlong_line_refused(tmp_path, small, monkeypatch):
     path = tmp_path / "x.ndjson"
     path.write_bytes(lines[0] + b"x" * 5000)
     monkeypatch.setattr(fmt, "MAX_LINE_BYTES", 4096)
-    monkeypatch.setattr(proofs, "_BLOCK", 1024)
+    monkeypatch.setattr(proofs.tree, "_BLOCK", 1024)
     with pytest.raises(EvidenceError, match="16 MiB") as info:
         SessionTree.load(path)
     assert info.value.line == 2

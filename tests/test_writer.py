@@ -568,7 +568,7 @@ def test_crash_recovery_kill_loop(tmp_path):
             child, root, it, rng.uniform(0.05, 0.4), rng.choice([64 * 1024, 512 * 1024]), tmp_path / "child.log"
         )
         led = _open(root)
-        action = led.recovered["action"]
+        action = led.recovered.action
         led.close(timeout=30)
 
         new = [p for p in _sessions(root) if p.name not in seen]
@@ -580,13 +580,13 @@ def test_crash_recovery_kill_loop(tmp_path):
         assert reasons[:-1] == ["rotated"] * (len(reasons) - 1), ctx
         if action == "sealed":
             assert reasons[-1] == "recovered", ctx
-            assert led.recovered["torn_bytes"] == _seal(child_sessions[-1])["data"]["torn_bytes"]
+            assert led.recovered.torn_bytes == _seal(child_sessions[-1])["data"]["torn_bytes"]
             recovered_seals += 1
         elif action == "quarantined":
             assert reasons[-1] == "rotated", ctx
             # only a session killed while writing its first line may be set aside
-            assert led.recovered["opened_extra"]["quarantine_reason"].startswith("empty"), (ctx, led.recovered)
-            quarantined = root / NS / led.recovered["opened_extra"]["quarantined"]
+            assert led.recovered.opened_extra["quarantine_reason"].startswith("empty"), (ctx, led.recovered)
+            quarantined = root / NS / led.recovered.opened_extra["quarantined"]
             assert b"\n" not in quarantined.read_bytes(), ctx
         else:  # killed between a rotation's seal and the next session
             assert action == "none" and reasons[-1] == "rotated", (ctx, action)
@@ -616,8 +616,8 @@ def test_torn_tail_is_cut_and_counted(tmp_path):
     with open(path, "ab") as f:
         f.write(half)
     led = _open(root)
-    assert led.recovered["action"] == "sealed"
-    assert led.recovered["torn_bytes"] == len(half)
+    assert led.recovered.action == "sealed"
+    assert led.recovered.torn_bytes == len(half)
     led.close()
     raw = path.read_bytes()
     assert raw.startswith(whole) and half not in raw
@@ -634,7 +634,7 @@ def test_unsealed_session_without_torn_tail_is_sealed(tmp_path):
     root = tmp_path / "root"
     path = _write_unsealed_session(root, events=3)
     led = _open(root)
-    assert led.recovered["action"] == "sealed" and led.recovered["torn_bytes"] == 0
+    assert led.recovered.action == "sealed" and led.recovered.torn_bytes == 0
     led.close()
     assert _seal(path)["data"]["reason"] == "recovered"
     _assert_verifies(root)
@@ -654,7 +654,7 @@ def test_corrupt_session_is_quarantined_byte_for_byte(tmp_path, caplog):
 
     with caplog.at_level(logging.ERROR, logger="ledger.writer"):
         led = _open(root)
-    assert led.recovered["action"] == "quarantined"
+    assert led.recovered.action == "quarantined"
     assert led.record("app.after", {"ok": True})
     led.close()
 
@@ -680,7 +680,7 @@ def test_prev_link_survives_deleting_the_sealed_file(tmp_path):
     assert {k: record[k] for k in summary} == summary and set(record) == {*summary, "key", "mac"}
     first.unlink()  # archived away
     with _open(root) as led:
-        assert led.recovered["action"] == "none"
+        assert led.recovered.action == "none"
         led.record("app.event", {"i": 2})
     [second] = _sessions(root)
     assert _lines(second)[0]["data"]["prev"] == summary
@@ -825,7 +825,7 @@ def test_short_write_then_enospc_counts_each_event_once(tmp_path, monkeypatch):
     dropped = sum(led.dropped.values())
     monkeypatch.undo()
     with _open(root) as led2:  # recovery seals, with the drops the first writer counted
-        assert led2.recovered["action"] == "sealed"
+        assert led2.recovered.action == "sealed"
     _assert_verifies(root)
     written = len(_events(root, "disk.event"))
     assert written + dropped == 11, f"written {written} + dropped {dropped} != 11 submitted"

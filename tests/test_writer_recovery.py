@@ -208,7 +208,7 @@ def test_full_tmpfs_drops_reach_the_recovered_seal_across_sigkill(small_tmpfs, t
     (root / "filler").unlink()  # room again
 
     with _open(root) as led:
-        assert led.recovered["action"] == "sealed"
+        assert led.recovered.action == "sealed"
         assert led.dropped["disk_full"] == 0  # they belong to the recovered seal, not to this writer
     seal = _seal(crashed)
     assert seal["reason"] == "recovered"
@@ -256,7 +256,7 @@ def test_failed_open_on_a_full_disk_leaves_no_session(small_tmpfs):
     _assert_verifies(root / NS)
     (small_tmpfs / "filler").unlink()
     with _open(root) as led:
-        assert led.recovered["action"] == "none"
+        assert led.recovered.action == "none"
     _assert_verifies(root / NS)
 
 
@@ -357,7 +357,7 @@ def test_double_crash_links_to_the_newest_verified_seal(tmp_path):
     assert b"\n" not in s3.read_bytes(), "crash 2 left a torn line 0"
 
     with _open(root) as led:
-        assert led.recovered["action"] == "quarantined"
+        assert led.recovered.action == "quarantined"
         newest = led.path
         record = json.loads((root / NS / ".last-seal.json").read_bytes())
         assert record["session"] == s2.stem, ".last-seal.json rewritten from the verified session"

@@ -31,29 +31,43 @@ off the box) decides which bytes are genuine.
 Hot-tier sessions are read from ``<root>/<namespace>``. Sessions already archived
 and deleted locally can be supplied by an ``archived_sessions`` callable (the cold
 tier), so a rebuild still covers the whole history.
+
+This module is the projector (catch-up, rebuild, the position); ``views`` holds
+the stored views and their codecs, ``fold`` the function of each event kind,
+``summaries`` the session summaries. Every name is importable from here as before.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-import lmdb
 import msgspec
 
-from . import events as ev
-from . import layout
-from .errors import InputError
-from .format import TRAILER_LEN, ZERO_CHAIN, decode_opened
-from .merkle import Accumulator
-from .reader import StoredEvent, decode_line, iter_lines, session_paths
-from .verify import Policy, verify_file
-from .viewcheck import open_views
+from .. import events as ev
+from .. import layout
+from ..errors import InputError
+from ..format import decode_opened
+from ..reader import StoredEvent, decode_line, iter_lines, session_paths
+from ..viewcheck import open_views
+from .fold import _FOLD
+from .summaries import (
+    NO_FILE,
+    Folded,
+    Identity,
+    _changed_dec,
+    _Changes,
+    _compare,
+    _folded_dec,
+    _identity,
+    _same_summary,
+    _Summary,
+    summarize,
+)
+from .views import BatchView, CaptureState, CaptureView, Position, _batch_dec, _cap_dec, _enc, _pos_dec, _Txn
 
 log = logging.getLogger("ledger.projections")
 
@@ -61,71 +75,6 @@ VIEWS_DIR = layout.VIEWS_DIR
 # Bumped when the stored layout changes; a view without it is rebuilt once.
 VIEW_FORMAT = b"2"
 COMMIT_EVERY = 20_000
-CaptureState = Literal["capturing", "local", "failed", "evicted", "offloaded", "remote-deleted"]
-
-
-class CaptureView(msgspec.Struct, kw_only=True):
-    capture_id: str
-    cn: str = ""
-    ip: str = ""
-    reason: str = ""
-    anomaly_id: str | None = None
-    path: str = ""
-    bytes: int = 0
-    sha256: str = ""
-    started_at: str = ""
-    duration_ms: int = 0
-    state: CaptureState = "capturing"
-    local: bool = False  # the pcap is (supposed to be) on local disk
-    remote_key: str | None = None
-    store: str | None = None
-    cause: str | None = None
-    session: str = ""  # where the capture.started event is
-    seq: int = 0
-
-
-class BatchView(msgspec.Struct, kw_only=True):
-    batch_id: str
-    session: str
-    store: str
-    first_seq: int
-    last_seq: int
-    events: int
-    root: str
-    chain: str
-    sealed_at: str
-    manifest_key: str
-    manifest_sha256: str
-    objects: list[ev.StoredObject]
-    state: Literal["archived", "remote-deleted", "partly-deleted"] = "archived"
-    local_deleted: bool = False
-    kept: list[str] = []
-    recorded_in: str = ""  # session that holds the archive.batch event
-    restored_at: str | None = None  # written back to the hot tier at this time
-
-
-class Position(msgspec.Struct):
-    session: str
-    seq: int
-    chain: str
-    sealed: bool
-
-
-class Folded(msgspec.Struct):
-    """A session folded through its seal: its summary (what the next session's ``prev``
-    names) as a keyless verification of its bytes gave it, what that verification
-    found wrong if anything, and the identity of its file before it was read (all
-    zero when it came from the cold store): an unchanged identity lets catch-up skip
-    verifying it again."""
-
-    size: int
-    root: str
-    chain: str
-    problem: str = ""
-    file_bytes: int = 0
-    mtime_ns: int = 0
-    ctime_ns: int = 0
-    ino: int = 0
 
 
 @dataclass
@@ -145,190 +94,6 @@ class HistoryNotVisible(InputError):
     with no cold tier to read them from): refused, the views are left as they were."""
 
 
-_enc = msgspec.json.Encoder()
-_cap_dec = msgspec.json.Decoder(CaptureView)
-_batch_dec = msgspec.json.Decoder(BatchView)
-_pos_dec = msgspec.json.Decoder(Position)
-_folded_dec = msgspec.json.Decoder(Folded)
-_changed_dec = msgspec.json.Decoder(list[str])
-_sha256 = hashlib.sha256
-Identity = tuple[int, int, int, int]
-NO_FILE: Identity = (0, 0, 0, 0)
-
-
-@dataclass
-class _Changes:
-    """Rewrites of folded sessions: those recorded before this pass and those it finds.
-    With ``keep``, each found is recorded in the transaction that folds the new bytes,
-    so views rebuilt from rewritten bytes never exist without the record of it."""
-
-    recorded: list[str]
-    keep: bool
-    found: list[str] = field(default_factory=list)
-    sealed: set[str] = field(default_factory=set)  # sessions folded through their seal
-
-    @property
-    def all(self) -> list[str]:
-        return self.recorded + self.found
-
-    def add(self, t: _Txn, line: str) -> None:
-        self.found.append(line)
-        if self.keep:
-            t.txn.put(b"changed", _enc.encode(self.all), db=t.dbs["meta"])
-
-
-def _identity(path: Path) -> Identity:
-    """What changes when a file is rewritten: size, mtime, and ctime and inode, which
-    an editor restoring the mtime (touch -r) cannot set back."""
-    st = path.stat()
-    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
-
-
-def summarize(path: Path, ident: Identity) -> Folded:
-    """The summary of a session file, from its bytes: the keyless checks of SPEC
-    section 5 (the C helper's speed; one process, no workers forked beside LMDB)."""
-    r = verify_file(path, Policy(jobs=1))
-    e = r.first_error
-    problem = "" if e is None else f"{e.reason} at line {e.line}" if e.line else e.reason
-    return Folded(r.events, r.root, r.chain, problem, *ident)
-
-
-class _Summary:
-    """Size, root and chain of lines streamed from the cold store, computed from their
-    bytes (SPEC 2.3); local files are summarized by ``summarize`` instead."""
-
-    __slots__ = ("tree", "chain")
-
-    def __init__(self) -> None:
-        self.tree = Accumulator()
-        self.chain = ZERO_CHAIN
-
-    def add(self, line: bytes) -> None:
-        """Line i without its LF: E_i is the line minus the chain member, plus the brace."""
-        leaf = _sha256(b"\x00" + line[:-TRAILER_LEN] + b"}").digest()
-        self.chain = _sha256(self.chain + leaf).digest()
-        self.tree.append(leaf)
-
-    def folded(self) -> Folded:
-        return Folded(self.tree.size, self.tree.root().hex(), self.chain.hex())
-
-
-def _same_summary(a: Folded, b: Folded) -> bool:
-    return (a.size, a.root, a.chain, a.problem) == (b.size, b.root, b.chain, b.problem)
-
-
-def _compare(name: str, old: Folded, new: Folded) -> str | None:
-    """One line when session ``name``, folded through its seal before, now differs."""
-    if not _same_summary(old, new):
-        now = f"{new.size} lines, root {new.root[:16]}.." + (f" ({new.problem})" if new.problem else "")
-        return f"session {name} changed after it was folded: {old.size} lines, root {old.root[:16]}.. then, {now} now"
-    return None
-
-
-class _Txn:
-    """The view databases inside one LMDB write transaction."""
-
-    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, object]) -> None:
-        self.txn = txn
-        self.dbs = dbs
-
-    def get_capture(self, cid: str) -> CaptureView:
-        raw = self.txn.get(cid.encode(), db=self.dbs["captures"])
-        return _cap_dec.decode(raw) if raw else CaptureView(capture_id=cid)
-
-    def put_capture(self, view: CaptureView) -> None:
-        self.txn.put(view.capture_id.encode(), _enc.encode(view), db=self.dbs["captures"])
-
-    def get_batch(self, bid: str) -> BatchView | None:
-        raw = self.txn.get(bid.encode(), db=self.dbs["batches"])
-        return _batch_dec.decode(raw) if raw else None
-
-    def put_batch(self, view: BatchView) -> None:
-        self.txn.put(view.batch_id.encode(), _enc.encode(view), db=self.dbs["batches"])
-        self.txn.put(view.session.encode(), view.batch_id.encode(), db=self.dbs["sessions"])
-
-
-# ---- the fold: one small function per kind -------------------------------------------
-
-
-def _capture_started(t: _Txn, d: ev.CaptureStarted, session: str, seq: int) -> None:
-    v = t.get_capture(d.capture_id)
-    v.cn, v.ip, v.reason, v.anomaly_id, v.path = d.cn, d.ip, d.reason, d.anomaly_id, d.path
-    v.session, v.seq, v.state = session, seq, "capturing"
-    t.put_capture(v)
-
-
-def _capture_sealed(t: _Txn, d: ev.CaptureSealed, session: str, seq: int) -> None:
-    v = t.get_capture(d.capture_id)
-    v.cn, v.ip, v.reason, v.anomaly_id, v.path = d.cn, d.ip, d.reason, d.anomaly_id, d.path
-    v.bytes, v.sha256, v.started_at, v.duration_ms = d.bytes, d.sha256, d.started_at, d.duration_ms
-    v.local = True
-    if v.state in ("capturing", "failed"):
-        v.state = "local"
-    if not v.session:
-        v.session, v.seq = session, seq
-    t.put_capture(v)
-
-
-def _capture_failed(t: _Txn, d: ev.CaptureFailed, session: str, seq: int) -> None:
-    v = t.get_capture(d.capture_id)
-    v.cn, v.ip, v.reason, v.anomaly_id = d.cn, d.ip, d.reason, d.anomaly_id
-    v.state, v.cause, v.local = "failed", d.cause, False
-    if not v.session:
-        v.session, v.seq = session, seq
-    t.put_capture(v)
-
-
-def _capture_evicted(t: _Txn, d: ev.CaptureEvicted, session: str, seq: int) -> None:
-    v = t.get_capture(d.capture_id)
-    v.local = False
-    if v.state != "offloaded" and v.state != "remote-deleted":
-        v.state = "evicted"
-    t.put_capture(v)
-
-
-def _capture_offloaded(t: _Txn, d: ev.CaptureOffloaded, session: str, seq: int) -> None:
-    v = t.get_capture(d.capture_id)
-    v.state, v.remote_key, v.store = "offloaded", d.key, d.store
-    t.put_capture(v)
-
-
-def _archive_batch(t: _Txn, d: ev.ArchiveBatch, session: str, seq: int) -> None:
-    fields = {f: getattr(d, f) for f in d.__struct_fields__}
-    t.put_batch(BatchView(**fields, recorded_in=session))
-
-
-def _archive_local_deleted(t: _Txn, d: ev.ArchiveLocalDeleted, session: str, seq: int) -> None:
-    b = t.get_batch(d.batch_id)
-    if b is not None:
-        b.local_deleted = True
-        t.put_batch(b)
-
-
-def _archive_restored(t: _Txn, d: ev.ArchiveRestored, session: str, seq: int) -> None:
-    b = t.get_batch(d.batch_id)
-    if b is not None:
-        b.local_deleted = False
-        b.restored_at = d.restored_at
-        t.put_batch(b)
-
-
-def _remote_deleted(t: _Txn, d: ev.RemoteDeleted, session: str, seq: int) -> None:
-    kept = {k["key"] for k in d.kept}
-    for bid in d.batch_ids:
-        b = t.get_batch(bid)
-        if b is None:
-            continue
-        b.kept = sorted(kept & {o.key for o in b.objects} | kept & {b.manifest_key})
-        b.state = "partly-deleted" if b.kept else "remote-deleted"
-        t.put_batch(b)
-    for cid in d.capture_ids:
-        v = t.get_capture(cid)
-        if v.remote_key and v.remote_key not in kept:
-            v.state = "remote-deleted"
-            t.put_capture(v)
-
-
 # (session, its (index, line) pairs, its file or None (from the cold store), the file's
 # identity taken before any of it was read)
 _Source = tuple[str, Iterator[tuple[int, bytes]], Path | None, Identity]
@@ -343,19 +108,6 @@ def _opened_prev(path: Path) -> str | None:
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     return prev.session if prev is not None else None
-
-
-_FOLD: dict[str, Callable] = {
-    "capture.started": _capture_started,
-    "capture.sealed": _capture_sealed,
-    "capture.failed": _capture_failed,
-    "capture.evicted": _capture_evicted,
-    "capture.offloaded": _capture_offloaded,
-    "archive.batch": _archive_batch,
-    "archive.local_deleted": _archive_local_deleted,
-    "archive.restored": _archive_restored,
-    "remote.deleted": _remote_deleted,
-}
 
 
 # ---- the projector -------------------------------------------------------------------
@@ -663,3 +415,21 @@ def _summary_of_folded(path: Path, ident: Identity, seal: StoredEvent) -> Folded
     if not done.problem and (done.size, done.chain) != (seal.seq + 1, seal.chain):
         done.problem = f"changed while folded (seal at seq {seal.seq}, chain {seal.chain[:16]}.. folded)"
     return done
+
+
+__all__ = [
+    "COMMIT_EVERY",
+    "NO_FILE",
+    "VIEW_FORMAT",
+    "VIEWS_DIR",
+    "ApplyResult",
+    "BatchView",
+    "CaptureState",
+    "CaptureView",
+    "Folded",
+    "HistoryNotVisible",
+    "Identity",
+    "Position",
+    "Projector",
+    "summarize",
+]

@@ -1,4 +1,4 @@
-"""Inclusion and consistency proofs from a session file, and C2SP tlog-proof@v1.
+"""Inclusion and consistency proofs from a session file (RFC 6962).
 
 ``SessionTree.load(path)`` reads a session file once (up to its length at that
 moment; a torn final line is left out) and keeps, per line, its leaf hash and byte
@@ -10,20 +10,6 @@ A proof is only issued against a checkpoint (``ledger.checkpoint`` or
 ``session.sealed``) that the file's own lines reproduce: its ``size`` equals its
 seq and its ``root`` equals the tree of the lines before it. Signatures are the
 verifier's business, not checked here.
-
-tlog-proof text (c2sp.org/tlog-proof@v1; the entry goes in the spec's ``extra`` line,
-base64 of the entry's line exactly as written, LF included)::
-
-    c2sp.org/tlog-proof@v1
-    extra <base64(line)>
-    index <seq>
-    <base64(hash)>            one per line, leaf's sibling first
-    <empty line>
-    <signed checkpoint note>
-
-``verify_tlog_proof`` checks, in order: the proof's syntax; the note's signatures
-(notes.open_note); the checkpoint text; the origin; the entry's shape and seq; the
-inclusion of the entry's leaf hash in the checkpoint's root.
 """
 
 from __future__ import annotations
@@ -35,40 +21,28 @@ import os
 import re
 import zlib
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import msgspec
 
-from . import format as fmt
-from .errors import EvidenceError, InputError, UsageError
-from .merkle import EMPTY_ROOT, HASH_SIZE, leaf_hash, node_hash, root_from_inclusion_proof
-from .notes import OpenedNote, Verifier, open_note
-from .reader import StoredEvent
+from .. import format as fmt
+from ..errors import EvidenceError, InputError, UsageError
+from ..merkle import EMPTY_ROOT, HASH_SIZE, leaf_hash, node_hash
+from ..reader import StoredEvent
 
-TLOG_PROOF_HEADER = b"c2sp.org/tlog-proof@v1"
-# A tree of fewer than 2**64 leaves has inclusion paths of at most 64 hashes.
-MAX_PROOF_HASHES = 64
 _BLOCK = 1 << 20
 
 _decode_line = msgspec.json.Decoder(StoredEvent).decode
-_TRAILER = re.compile(rb',"chain":"[0-9a-f]{64}"\}\n')
-_TRAILER_BYTES = fmt.TRAILER_LEN + 1  # with the LF
-_SEQ = re.compile(rb'\A\{"v":1,"seq":(0|[1-9][0-9]{0,18}),')
-_DECIMAL = re.compile(rb"\A(0|[1-9][0-9]{0,18})\Z")
-_INDEX = re.compile(rb"\Aindex (0|[1-9][0-9]{0,18})\Z")
-_B64_HASH = re.compile(rb"\A[A-Za-z0-9+/]{43}=\Z")
-_B64 = re.compile(rb"\A(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?\Z")
+# Every complete ledger line ends with its chain member and LF (SPEC 2.2).
+TRAILER = re.compile(rb',"chain":"[0-9a-f]{64}"\}\n')
+TRAILER_BYTES = fmt.TRAILER_LEN + 1  # with the LF
 
 
-class ProofError(EvidenceError):
-    """A proof does not verify. ``reason``: malformed, origin_mismatch, bad_entry,
-    index_mismatch, bad_proof (wrong length or index out of range), root_mismatch."""
-
-    def __init__(self, message: str, *, reason: str, path: str = "", line: int | None = None) -> None:
-        super().__init__(message, path=path, line=line)
-        self.reason = reason
+def has_trailer(line: bytes) -> bool:
+    """``line`` ends in ``,"chain":"<64 hex>"}`` LF, as every complete ledger line does."""
+    return TRAILER.fullmatch(line, len(line) - TRAILER_BYTES) is not None
 
 
 class CheckpointRef(NamedTuple):
@@ -170,6 +144,25 @@ def _gunzipped(f, size: int):
     return gzip.GzipFile(fileobj=f), float("inf")
 
 
+def _complete_lines(f, remaining: float, name: str) -> Iterator[bytes]:
+    """The complete lines (LF included) in the first ``remaining`` bytes of ``f``, read
+    in blocks; a torn final line is left out. Raises EvidenceError on a line longer
+    than MAX_LINE_BYTES, without buffering it."""
+    carry = b""
+    count = 0
+    while remaining > 0 and (block := f.read(min(_BLOCK, remaining))):
+        remaining -= len(block)
+        data = carry + block
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            yield data[start : end + 1]
+            start = end + 1
+            count += 1
+        carry = data[start:]
+        if len(carry) > fmt.MAX_LINE_BYTES:
+            raise EvidenceError("line longer than 16 MiB", path=name, line=count + 1)
+
+
 class SessionTree:
     """One session file, scanned once: leaf hashes, line offsets, checkpoints, origin."""
 
@@ -208,22 +201,10 @@ class SessionTree:
             with open(name, "rb") as f:
                 remaining = os.fstat(f.fileno()).st_size  # the length now: never read past it
                 f, remaining = _gunzipped(f, remaining)
-                carry = b""
-                pos = 0
-                while remaining > 0 and (block := f.read(min(_BLOCK, remaining))):
-                    remaining -= len(block)
-                    data = carry + block
-                    start = 0
-                    while (end := data.find(b"\n", start)) >= 0:
-                        line = data[start : end + 1]
-                        start = end + 1
-                        pos += len(line)
-                        origin = cls._take_line(name, seq, line, leaves, origin, checkpoints)
-                        offsets.append(pos)
-                        seq += 1
-                    carry = data[start:]
-                    if len(carry) > fmt.MAX_LINE_BYTES:
-                        raise EvidenceError("line longer than 16 MiB", path=name, line=seq + 1)
+                for line in _complete_lines(f, remaining, name):
+                    origin = cls._take_line(name, seq, line, leaves, origin, checkpoints)
+                    offsets.append(offsets[-1] + len(line))
+                    seq += 1
         except (OSError, EOFError, zlib.error) as exc:
             raise InputError(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}") from None
         if seq == 0:
@@ -234,7 +215,7 @@ class SessionTree:
     def _take_line(
         name: str, seq: int, line: bytes, leaves: bytearray, origin: str, checkpoints: list[CheckpointRef]
     ) -> str:
-        if not _TRAILER.fullmatch(line, len(line) - _TRAILER_BYTES):
+        if not has_trailer(line):
             raise EvidenceError("not a ledger line (no chain member at its end)", path=name, line=seq + 1)
         leaves += leaf_hash(fmt.event_of_line(line))
         try:
@@ -409,182 +390,3 @@ def inclusion(path: str | os.PathLike[str], seq: int, size: int | None = None) -
 
 def consistency(path: str | os.PathLike[str], old_size: int, new_size: int | None = None) -> ConsistencyProof:
     return SessionTree.load(path).consistency(old_size, new_size)
-
-
-# ---- checkpoint text -------------------------------------------------------------------
-
-
-def parse_checkpoint_text(text: bytes) -> tuple[str, int, bytes]:
-    """(origin, size, root) of a C2SP tlog-checkpoint body; raises ProofError(malformed).
-
-    At least three non-empty lines, text ending in LF: a non-empty origin, the size
-    in decimal without leading zeros, base64 of a 32-byte root; extension lines
-    (non-empty) are allowed and ignored.
-    """
-    if not text.endswith(b"\n"):
-        raise ProofError("checkpoint text does not end in a newline", reason="malformed")
-    lines = text[:-1].split(b"\n")
-    if len(lines) < 3 or not all(lines):
-        raise ProofError("checkpoint needs origin, size and root on non-empty lines", reason="malformed")
-    try:
-        origin = lines[0].decode("utf-8")
-    except UnicodeDecodeError:
-        raise ProofError("checkpoint origin is not UTF-8", reason="malformed") from None
-    if not _DECIMAL.match(lines[1]):
-        raise ProofError("checkpoint size is not a decimal without leading zeros", reason="malformed")
-    if not _B64_HASH.match(lines[2]):
-        raise ProofError("checkpoint root is not base64 of 32 bytes", reason="malformed")
-    return origin, int(lines[1]), base64.b64decode(lines[2], validate=True)
-
-
-# ---- tlog-proof@v1 ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TlogProof:
-    """The parts of a tlog-proof, parsed but not verified."""
-
-    index: int
-    path: list[bytes]
-    note: bytes  # the signed checkpoint, verbatim
-    extra: bytes | None = None  # for ledger: the entry's line as written
-
-
-@dataclass(frozen=True)
-class TlogProofResult:
-    """What a verified tlog-proof shows."""
-
-    origin: str
-    size: int
-    root: bytes
-    index: int
-    entry: bytes  # the line as written
-    event: bytes  # E_index, the bytes the leaf hash is over
-    leaf: bytes
-    verified: list[str]  # names of the trusted keys that signed the checkpoint
-    unknown: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return {
-            "ok": True,
-            "origin": self.origin,
-            "size": self.size,
-            "root": self.root.hex(),
-            "index": self.index,
-            "entry": _b64(self.entry),
-            "leaf": self.leaf.hex(),
-            "verified": self.verified,
-            "unknown": self.unknown,
-        }
-
-
-def _note_text(note: bytes) -> bytes:
-    split = note.rfind(b"\n\n")
-    return note[: split + 1] if split >= 0 else b""
-
-
-def encode_tlog_proof(p: InclusionProof, note: bytes) -> bytes:
-    """The tlog-proof@v1 text of ``p`` with its signed checkpoint ``note``.
-
-    Precondition: the note's text is p's checkpoint text (checked; ValueError).
-    """
-    if _note_text(note) != p.checkpoint_text():
-        raise ValueError("the note is not a signed checkpoint of this proof's tree")
-    lines = [TLOG_PROOF_HEADER, b"extra " + base64.b64encode(p.entry), b"index %d" % p.index]
-    lines += [base64.b64encode(h) for h in p.path]
-    return b"\n".join(lines) + b"\n\n" + note
-
-
-def parse_tlog_proof(data: bytes) -> TlogProof:
-    """Parse tlog-proof@v1 text (syntax only); raises ProofError(malformed)."""
-    split = data.find(b"\n\n")
-    if split < 0:
-        raise ProofError("no empty line before the checkpoint", reason="malformed")
-    head, note = data[:split].split(b"\n"), data[split + 2 :]
-    if head[0] != TLOG_PROOF_HEADER:
-        raise ProofError("first line is not c2sp.org/tlog-proof@v1", reason="malformed")
-    rest = head[1:]
-    extra = None
-    if rest and rest[0].startswith(b"extra "):
-        value = rest[0][len(b"extra ") :]
-        if not value or not _B64.match(value):
-            raise ProofError("extra is not base64", reason="malformed")
-        extra = base64.b64decode(value, validate=True)
-        rest = rest[1:]
-    m = _INDEX.match(rest[0]) if rest else None
-    if m is None:
-        raise ProofError("no 'index <n>' line", reason="malformed")
-    hashes = rest[1:]
-    if len(hashes) > MAX_PROOF_HASHES:
-        raise ProofError(f"more than {MAX_PROOF_HASHES} proof hashes", reason="malformed")
-    if not all(_B64_HASH.match(h) for h in hashes):
-        raise ProofError("a proof line is not base64 of a 32-byte hash", reason="malformed")
-    if not note:
-        raise ProofError("no checkpoint after the empty line", reason="malformed")
-    path = [base64.b64decode(h, validate=True) for h in hashes]
-    return TlogProof(index=int(m.group(1)), path=path, note=note, extra=extra)
-
-
-def verify_tlog_proof(data: bytes, verifiers: Iterable[Verifier], origin: str | None = None) -> TlogProofResult:
-    """Verify a ledger tlog-proof against trusted Ed25519 note keys.
-
-    1. parse the proof; 2. open the checkpoint note (notes.NoteError on a bad or
-    missing trusted signature); 3. parse the checkpoint text; 4. its origin equals
-    ``origin`` when given; 5. ``extra`` is a complete ledger line whose seq is the
-    index; 6. leaf_hash(E_index) with the path gives the checkpoint's root.
-    Every failure raises an EvidenceError (ProofError or NoteError).
-    """
-    proof = parse_tlog_proof(data)
-    opened: OpenedNote = open_note(proof.note, list(verifiers))
-    cp_origin, size, root = parse_checkpoint_text(opened.text)
-    if origin is not None and cp_origin != origin:
-        raise ProofError(f"checkpoint origin {cp_origin!r} is not {origin!r}", reason="origin_mismatch")
-    entry = proof.extra
-    if entry is None or entry.count(b"\n") != 1 or not _TRAILER.fullmatch(entry, len(entry) - _TRAILER_BYTES):
-        raise ProofError("extra does not hold one complete ledger line", reason="bad_entry")
-    event = fmt.event_of_line(entry)
-    m = _SEQ.match(event)
-    if m is None:
-        raise ProofError("entry does not start with a ledger v1 header", reason="bad_entry")
-    if int(m.group(1)) != proof.index:
-        raise ProofError(f"entry has seq {int(m.group(1))}, proof index is {proof.index}", reason="index_mismatch")
-    leaf = leaf_hash(event)
-    calculated = root_from_inclusion_proof(leaf, proof.index, size, proof.path)
-    if calculated is None:
-        raise ProofError(
-            f"inclusion proof of {len(proof.path)} hashes does not fit index {proof.index} in size {size}",
-            reason="bad_proof",
-        )
-    if calculated != root:
-        raise ProofError("inclusion proof does not lead to the checkpoint's root", reason="root_mismatch")
-    return TlogProofResult(
-        origin=cp_origin,
-        size=size,
-        root=root,
-        index=proof.index,
-        entry=entry,
-        event=event,
-        leaf=leaf,
-        verified=opened.verified,
-        unknown=opened.unknown,
-    )
-
-
-__all__ = [
-    "TLOG_PROOF_HEADER",
-    "CheckpointRef",
-    "ConsistencyProof",
-    "InclusionProof",
-    "ProofError",
-    "SessionTree",
-    "TlogProof",
-    "TlogProofResult",
-    "consistency",
-    "encode_tlog_proof",
-    "find_checkpoint",
-    "inclusion",
-    "parse_checkpoint_text",
-    "parse_tlog_proof",
-    "tree_leaves",
-    "verify_tlog_proof",
-]
