@@ -169,13 +169,13 @@ def origin_of(namespace: str, session: str) -> str:
 
 
 def check_namespace(namespace: str) -> str:
-    if not isinstance(namespace, str) or not _NAMESPACE_RE.match(namespace):
+    if not isinstance(namespace, str) or not _NAMESPACE_RE.fullmatch(namespace):  # "$" alone lets "x\n" in
         raise ValueError(f"invalid namespace {namespace!r}: use letters, digits, '.', '_', '-'")
     return namespace
 
 
 def check_kind(kind: str) -> bool:
-    return bool(_KIND_RE.match(kind))
+    return bool(_KIND_RE.fullmatch(kind))
 
 
 # encode_event, next_chain and make_line are the readable reference of a line:
