@@ -15,9 +15,11 @@ from ..verify import Policy, VerifyReport, verify_path
 from . import Outcome, app, guarded, outcome_of, render
 from .options import (
     ConfigOpt,
+    FsSeedOpt,
     JsonOpt,
     KeyFiles,
     NamespaceOpt,
+    PubkeyOpt,
     RootOpt,
     StoreOpt,
     _config,
@@ -56,12 +58,8 @@ def verify(
     tsa_ca: Annotated[
         Path | None, typer.Option("--tsa-ca", help="PEM CA(s) that RFC 3161 tokens must chain to.")
     ] = None,
-    pubkey: Annotated[
-        list[str] | None, typer.Option("--pubkey", help="Ed25519 verifier key (name+hash+key) or a file of them.")
-    ] = None,
-    fs_seed: Annotated[
-        list[Path] | None, typer.Option("--fs-seed", help="Forward-secure sealing seed file (kept off the host).")
-    ] = None,
+    pubkey: PubkeyOpt = None,
+    fs_seed: FsSeedOpt = None,
     trust: Annotated[
         list[Path] | None,
         typer.Option("--trust", help="A checkpoint (signed note) saved earlier: the file must extend it."),

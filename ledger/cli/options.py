@@ -20,6 +20,13 @@ from .render import _write_quietly
 RootOpt = Annotated[Path | None, typer.Option("--root", help="Ledger root directory. Env: LEDGER_ROOT.")]
 NamespaceOpt = Annotated[str | None, typer.Option("--namespace", help="Namespace (default: the host name).")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML configuration file. Env: LEDGER_CONFIG.")]
+# The keys a verifier may trust besides HMAC (verify, tail --verify).
+PubkeyOpt = Annotated[
+    list[str] | None, typer.Option("--pubkey", help="Ed25519 verifier key (name+hash+key) or a file of them.")
+]
+FsSeedOpt = Annotated[
+    list[Path] | None, typer.Option("--fs-seed", help="Forward-secure sealing seed file (kept off the host).")
+]
 StoreOpt = Annotated[
     str | None, typer.Option("--store", help="Cold store URL, s3://bucket/prefix or file:///dir. Env: LEDGER_STORE.")
 ]

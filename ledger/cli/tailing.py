@@ -11,7 +11,17 @@ import typer
 
 from ..errors import EvidenceError
 from . import Outcome, app, guarded
-from .options import ConfigOpt, KeyFiles, RootOpt, _config, _config_keys, _given_root, _load_secret
+from .options import (
+    ConfigOpt,
+    FsSeedOpt,
+    KeyFiles,
+    PubkeyOpt,
+    RootOpt,
+    _config,
+    _config_keys,
+    _given_root,
+    _load_secret,
+)
 from .render import _Console, _err_console, _quiet_broken_pipe, _tail_event_text, _tail_verified_text
 
 
@@ -90,12 +100,8 @@ def tail(
         typer.Option("--verify", help="Check chain, seq and checkpoints of everything read; exit 1 at a break."),
     ] = False,
     key_file: KeyFiles = None,
-    pubkey: Annotated[
-        list[str] | None, typer.Option("--pubkey", help="Ed25519 verifier key (name+hash+key) or a file of them.")
-    ] = None,
-    fs_seed: Annotated[
-        list[Path] | None, typer.Option("--fs-seed", help="Forward-secure sealing seed file (kept off the host).")
-    ] = None,
+    pubkey: PubkeyOpt = None,
+    fs_seed: FsSeedOpt = None,
     root: RootOpt = None,
     config: ConfigOpt = None,
     poll: Annotated[bool, typer.Option("--poll", hidden=True, help="Poll instead of using inotify.")] = False,
