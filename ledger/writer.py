@@ -606,12 +606,7 @@ class Ledger(CrashRecovery):
         if n:
             self._drop("disk_full", n)
         self._fail_barriers()
-        if self._fd >= 0:
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-            self._fd = -1
+        self._close_session_fd()
         self._pending_sync = False
         self._probe_delay = PROBE_MIN_S
         self._probe_at = time.monotonic() + self._probe_delay
@@ -704,6 +699,15 @@ class Ledger(CrashRecovery):
 
     # ---- stopping ---------------------------------------------------------------------
 
+    def _close_session_fd(self) -> None:
+        """Close the session file (after a full disk, or at close); a close error changes nothing."""
+        if self._fd >= 0:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = -1
+
     def _count_stragglers(self, reason: str) -> None:
         n = 0
         while True:
@@ -737,12 +741,7 @@ class Ledger(CrashRecovery):
         self._closed = True
         self._finalized = True
         self._count_stragglers(reason)
-        if self._fd >= 0:
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-            self._fd = -1
+        self._close_session_fd()
         with self._drop_lock:
             if self._drops_fd >= 0:
                 try:

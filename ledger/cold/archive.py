@@ -222,7 +222,7 @@ class Archiver:
         batch = self.projector.batch_for_session(session)
         if batch is not None:
             # Recorded by a run that crashed before cleaning up its temporary gzip.
-            _unlink_quietly(layout.outbox_gz_path(self.ns_dir, session))
+            layout.outbox_gz_path(self.ns_dir, session).unlink(missing_ok=True)
         try:
             due = self._due(_last_ts(path), batch)
         except (OSError, ValueError, msgspec.DecodeError):
@@ -305,7 +305,7 @@ class Archiver:
         built = self._verify_and_gzip(path, gz_path)
         report = built.report
         if not report.ok or not report.sealed:
-            _unlink_quietly(gz_path)
+            gz_path.unlink(missing_ok=True)
             err = report.first_error
             if err is not None and err.line:
                 why = failure_text(err.line, err.reason, err.detail)
@@ -358,7 +358,7 @@ class Archiver:
             manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
             objects=objects,
         )
-        _unlink_quietly(gz_path)
+        gz_path.unlink(missing_ok=True)
         self._verified[session] = built.raw_bytes
         log.info("archived %s: %d events, %d -> %d bytes", session, report.events, built.raw_bytes, gz_size)
         return batch, created
@@ -391,15 +391,15 @@ class Archiver:
         compressing runs beside verifying, not after it.
         """
         tmp = layout.tmp_path(gz_path)
-        _unlink_quietly(tmp)
+        tmp.unlink(missing_ok=True)
         try:
             return self._verify_and_gzip_to(path, tmp, gz_path)
         except OSError as exc:
             # A full or failing disk: leave no half-written gzip behind, and name the file.
-            _unlink_quietly(tmp)
+            tmp.unlink(missing_ok=True)
             raise ArchiveError(f"cannot write {tmp}: {exc.strerror or exc}") from exc
         except BaseException:
-            _unlink_quietly(tmp)
+            tmp.unlink(missing_ok=True)
             raise
 
     def _verify_and_gzip_to(self, path: Path, tmp: Path, gz_path: Path) -> _Built:
@@ -495,7 +495,7 @@ class Archiver:
         event = ev.ArchiveLocalDeleted(batch_id=batch.batch_id, session=batch.session, path=str(path), bytes=size)
         self.recorder.record(event)
         path.unlink()
-        _unlink_quietly(layout.seal_record_path(self.ns_dir, path.stem))
+        layout.seal_record_path(self.ns_dir, path.stem).unlink(missing_ok=True)
         log.info("deleted local %s (archived as %s)", path.name, batch.manifest_key)
         return event
 
@@ -721,13 +721,6 @@ def _last_ts(path: Path) -> str:
         f.seek(max(0, size - 65536))
         tail = f.read()
     return decode_line(tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]).ts
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
 
 
 def from_config(config, ledger, keys: list[bytes]) -> OffloadWorker | None:

@@ -222,14 +222,14 @@ def restore_session(
             out.flush()
             os.fsync(out.fileno())
     except gzip.BadGzipFile as exc:
-        _unlink_quietly(tmp)
+        tmp.unlink(missing_ok=True)
         raise EvidenceError(f"{store.url}/{keys.gz}: {exc}") from exc
     except OSError as exc:
         # A full disk (or any failed write) leaves no partial file behind.
-        _unlink_quietly(tmp)
+        tmp.unlink(missing_ok=True)
         raise InputError(f"cannot write {dest}: {exc.strerror or exc}") from exc
     except BaseException:
-        _unlink_quietly(tmp)
+        tmp.unlink(missing_ok=True)
         raise
     check = verify_file(tmp, Policy(keys=policy.keys, jobs=1))
     if not check.ok or check.root != report.root:
@@ -239,16 +239,9 @@ def restore_session(
         os.replace(tmp, dest)
         fsync_dir(dest_dir)
     except OSError as exc:
-        _unlink_quietly(tmp)
+        tmp.unlink(missing_ok=True)
         raise InputError(f"cannot write {dest}: {exc.strerror or exc}") from exc
     return dest, check
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
 
 
 def archived_lines(store: Store, namespace: str) -> Iterator[tuple[str, Iterator[bytes]]]:
